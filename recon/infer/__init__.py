@@ -1,0 +1,1 @@
+"""Streaming inference: frame sources, the per-frame runner, writers, point map, Rerun logger."""

@@ -1,0 +1,60 @@
+"""Files that stay valid when a run is interrupted: atomic replace and line-flushed text."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary sibling and ``os.replace`` it into place.
+
+    A reader (or a run killed mid-write) sees either the previous complete file or the new one,
+    never a half-written file. ``write(tmp_path)`` must create ``tmp_path``; its suffix is kept so
+    libraries that pick a format from the extension (open3d, numpy) still do.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Atomically write ``data`` as indented JSON."""
+
+    def _write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    atomic_write(path, _write)
+
+
+class LineWriter:
+    """A text file written one flushed line at a time (valid up to the last full line)."""
+
+    def __init__(self, path: str | Path, header: str | None = None):
+        self.path = Path(path)
+        self._f = open(self.path, "w", buffering=1)  # line buffered
+        if header:
+            for line in header.splitlines():
+                self._f.write(f"# {line}\n")
+        self._f.flush()
+
+    def write(self, line: str) -> None:
+        self._f.write(line.rstrip("\n") + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> LineWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
