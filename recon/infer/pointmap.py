@@ -50,7 +50,8 @@ class StreamingPointMap:
             raise InputError(f"confidence quantile must be in [0, 1), got {conf_quantile}")
         if max_points < 1 or merge_every < 1 or growth <= 1.0:
             raise InputError(
-                f"need max_points >= 1, merge_every >= 1, growth > 1; got {max_points}, {merge_every}, {growth}"
+                "need max_points >= 1, merge_every >= 1, growth > 1; "
+                f"got {max_points}, {merge_every}, {growth}"
             )
         self.voxel_size = voxel_size
         self.max_points = max_points
@@ -60,7 +61,9 @@ class StreamingPointMap:
         self._map: o3d.t.geometry.PointCloud | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(self, points: np.ndarray, colors: np.ndarray, conf: np.ndarray, depth: np.ndarray | None = None) -> None:
+    def add(
+        self, points: np.ndarray, colors: np.ndarray, conf: np.ndarray, depth: np.ndarray | None = None
+    ) -> None:
         """Add one frame.
 
         Args:
