@@ -1,0 +1,217 @@
+"""Elastic TTT (FSM / LaCET), sequential form: fast-weight step, then consolidation toward an anchor.
+
+After each chunk's TTT step ``W' = W + U`` every updated fast weight is pulled toward an anchor
+``A`` with importance ``F`` (a one-step solution of an EWC penalty), then the anchor moves:
+
+    W = W' - lam * F * (W' - A)                  lam * F in [0, 1] element-wise
+    A = policy(A, W)                             global: A stays the slow weights
+                                                 streaming: A = W
+                                                 streaming-ema: A = beta * A + (1 - beta) * W
+
+Importance ``F`` is either static (``"static"``: a given per-hidden-unit F [H, Dh], the case with an
+exact parallel form, :func:`layers.ops.elastic.elastic_parallel`), or data-dependent, the faithful
+FSM variant: an EMA (decay ``importance_decay``) of a per-parameter signal
+
+    "abs": |U|      "sq": U^2      "si": |U * (W' - A)|  (synaptic-intelligence style)
+
+normalised by its maximum over each head's matrix, so it lies in [0, 1]. The anchor starts at the
+initial (slow) weights and the importance EMA at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from layers.ops.ttt.checks import check_fast_weight_args, chunk_bounds, compute_dtype, head_first
+from layers.ops.ttt.swiglu import FastWeights, apply_updates, fast_weight_read, inner_loss_updates
+
+IMPORTANCE_ESTIMATORS = ("static", "abs", "sq", "si")
+ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
+_IMPORTANCE_EPS = 1e-12
+
+
+@dataclass
+class ElasticState:
+    """Streaming state of the sequential elastic memory (head-first, compute dtype).
+
+    Attributes:
+        weights: the fast weights W (w0, w2 [B, H, K, Dh]; w1 [B, H, Dh, V]).
+        anchors: (A0, A1, A2), the anchor of each weight, None for a weight that is not updated.
+        importance: (F0, F1, F2), the EMA of the importance signal (data-dependent estimators
+            only; None otherwise).
+    """
+
+    weights: FastWeights
+    anchors: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+    importance: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] = (None, None, None)
+
+
+def init_elastic_state(weights: FastWeights, update_hidden: bool, estimator: str) -> ElasticState:
+    """The state before the first chunk: anchors at the initial weights, importance EMA at zero."""
+    ws = (weights.w0, weights.w1, weights.w2)
+    updated = (update_hidden, True, update_hidden)
+    anchors = tuple(w if on else None for w, on in zip(ws, updated, strict=True))
+    importance = (None, None, None)
+    if estimator != "static":
+        importance = tuple(torch.zeros_like(w) if on else None for w, on in zip(ws, updated, strict=True))
+    return ElasticState(weights, anchors, importance)
+
+
+def check_elastic_args(op: str, lam, F: torch.Tensor | None, beta, num_heads: int, hidden: int) -> None:
+    """``F [H, Dh]`` in (0, 1], ``lam * F`` in (0, 1] and ``beta`` in [0, 1), else ValueError."""
+    lam_t = torch.as_tensor(lam)
+    beta_t = torch.as_tensor(beta)
+    if lam_t.numel() != 1 or beta_t.numel() != 1:
+        raise ValueError(
+            f"{op}: lam and beta must be scalars, got shapes {tuple(lam_t.shape)}, {tuple(beta_t.shape)}"
+        )
+    if not 0.0 <= float(beta_t) < 1.0:
+        raise ValueError(f"{op}: beta must be in [0, 1), got {float(beta_t)}")
+    if F is None:
+        if not 0.0 < float(lam_t) <= 1.0:
+            raise ValueError(f"{op}: lam must be in (0, 1], got {float(lam_t)}")
+        return
+    if not isinstance(F, torch.Tensor) or tuple(F.shape) != (num_heads, hidden):
+        shape = tuple(F.shape) if isinstance(F, torch.Tensor) else type(F).__name__
+        raise ValueError(f"{op}: F must be a tensor [H, Dh] = {(num_heads, hidden)}, got {shape}")
+    lam_f = lam_t.to(F) * F.detach()
+    if not bool(((lam_f > 0) & (lam_f <= 1)).all()):
+        raise ValueError(
+            f"{op}: lam * F must lie in (0, 1], got range "
+            f"[{lam_f.min().item():.3g}, {lam_f.max().item():.3g}]"
+        )
+
+
+def _importance_signal(estimator: str, update: torch.Tensor, w_new: torch.Tensor, anchor: torch.Tensor):
+    if estimator == "abs":
+        return update.abs()
+    if estimator == "sq":
+        return update.square()
+    return (update * (w_new - anchor)).abs()  # "si"
+
+
+def _move_anchor(policy: str, anchor: torch.Tensor, w: torch.Tensor, beta) -> torch.Tensor:
+    if policy == "global":
+        return anchor
+    if policy == "streaming":
+        return w
+    return beta * anchor + (1.0 - beta) * w  # "streaming-ema"
+
+
+def elastic_chunk_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    state: ElasticState,
+    *,
+    lam,
+    beta,
+    estimator: str = "static",
+    F: torch.Tensor | None = None,
+    anchor_policy: str = "streaming-ema",
+    importance_decay: float = 0.9,
+    inclusive: bool = False,
+    update_hidden: bool = False,
+) -> tuple[torch.Tensor, ElasticState]:
+    """Read, step and consolidate the fast weights for one chunk (head-first layout).
+
+    Args:
+        q, k: [B, H, N, K]; v: [B, H, N, V]; eta: [B, H, N].
+        state: from :func:`init_elastic_state` or a previous step.
+        lam: consolidation strength (scalar, float or 0-d tensor).
+        beta: anchor EMA coefficient (``streaming-ema`` only).
+        estimator: one of ``IMPORTANCE_ESTIMATORS``; ``"static"`` uses ``F``.
+        F: static importance per hidden unit [H, Dh] (broadcast over the other dim of each weight).
+        anchor_policy: one of ``ANCHOR_POLICIES``.
+        importance_decay: EMA decay of the data-dependent importance, in [0, 1).
+        inclusive: read after this chunk's update and consolidation (else before).
+        update_hidden: also step and consolidate w0 and w2.
+
+    Returns:
+        (o [B, H, N, V], state after the chunk).
+    """
+    w = state.weights
+    if not inclusive:
+        o = fast_weight_read(q, w)
+    updates = inner_loss_updates(k, v, eta, w, update_hidden)
+    stepped = apply_updates(w, updates)
+    new_w, new_a, new_f = {}, list(state.anchors), list(state.importance)
+    for i, update in enumerate(updates):
+        if update is None:
+            continue
+        w_new, anchor = getattr(stepped, f"w{i}"), state.anchors[i]
+        if estimator == "static":
+            # F is per hidden unit: the rows of w1 [Dh, V], the columns of w0 / w2 [K, Dh].
+            imp = F[None, :, :, None] if i == 1 else F[None, :, None, :]
+        else:
+            signal = _importance_signal(estimator, update, w_new, anchor)
+            new_f[i] = importance_decay * state.importance[i] + (1.0 - importance_decay) * signal
+            peak = new_f[i].amax(dim=(-2, -1), keepdim=True)
+            imp = new_f[i] / (peak + _IMPORTANCE_EPS)
+        consolidated = w_new - lam * imp * (w_new - anchor)
+        new_w[f"w{i}"] = consolidated
+        new_a[i] = _move_anchor(anchor_policy, anchor, consolidated, beta)
+    weights = FastWeights(new_w.get("w0", w.w0), new_w["w1"], new_w.get("w2", w.w2))
+    state = ElasticState(weights, tuple(new_a), tuple(new_f))
+    if inclusive:
+        o = fast_weight_read(q, weights)
+    return o, state
+
+
+def elastic_sequential(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    chunk_size: int,
+    lam,
+    F: torch.Tensor,
+    beta,
+    inclusive: bool = False,
+) -> torch.Tensor:
+    """Elastic TTT with static importance, frozen kernel and an EMA anchor: the reference loop.
+
+    Per chunk c: ``W' = W + U_c`` (``U_c = phi(K_c)^T (eta_c V_c)``), ``W = W' - lam F (W' - A)``
+    with F per row of w1, ``A = beta A + (1 - beta) W``; A starts at w1.
+
+    Args:
+        q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H].
+        w0, w2: frozen kernel [B, H, K, Dh]; w1: initial fast weight (and anchor) [B, H, Dh, V].
+        chunk_size: tokens per update (>= 1).
+        lam: scalar consolidation strength; F: importance [H, Dh]; lam * F must lie in (0, 1].
+        beta: anchor EMA coefficient in [0, 1).
+        inclusive: chunk c reads the weights after its own update and consolidation.
+
+    Returns:
+        o [B, T, H, V] in q's dtype.
+    """
+    op = "elastic_sequential"
+    dims = check_fast_weight_args(op, q, k, v, eta, w0, w1, w2, chunk_size)
+    check_elastic_args(op, lam, F, beta, dims["H"], dims["Dh"])
+    dtype = compute_dtype(q, k, v, eta, w0, w1, w2)
+    qh, kh, vh, etah = (head_first(t, dtype) for t in (q, k, v, eta))
+    state = init_elastic_state(FastWeights(w0.to(dtype), w1.to(dtype), w2.to(dtype)), False, "static")
+    lam_t = torch.as_tensor(lam, dtype=dtype, device=q.device)
+    beta_t = torch.as_tensor(beta, dtype=dtype, device=q.device)
+    outs = []
+    for s, e in chunk_bounds(dims["T"], chunk_size):
+        o_c, state = elastic_chunk_step(
+            qh[:, :, s:e],
+            kh[:, :, s:e],
+            vh[:, :, s:e],
+            etah[:, :, s:e],
+            state,
+            lam=lam_t,
+            beta=beta_t,
+            estimator="static",
+            F=F.to(dtype),
+            inclusive=inclusive,
+        )
+        outs.append(o_c)
+    return torch.cat(outs, dim=2).transpose(1, 2).to(q.dtype)
