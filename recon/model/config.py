@@ -1,0 +1,237 @@
+"""Typed model configuration, YAML presets and validation.
+
+Presets live in ``configs/model/{tiny,small,base,large}.yaml``; :func:`load_model_config` accepts a
+preset name or a YAML path. Unknown keys raise :class:`recon.errors.ConfigError` naming the key and
+the valid ones; values of the wrong type or out of range raise it too. Configs are plain
+dataclasses, so LightningCLI/jsonargparse can read them as typed arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from layers.registry import MEMORY_TYPES, memory_options
+from recon.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+@dataclass
+class MemoryConfig:
+    """Long-range memory layers.
+
+    Attributes:
+        type: ``none``, ``gla``, ``elastic``, ``ttt`` or ``causal_attention`` (baseline).
+        depths: aggregator block indices (0-based) after which a memory layer is inserted.
+        num_heads: heads of the memory layers (default: the model's).
+        options: keyword options of the memory layer's constructor (checked against its signature).
+    """
+
+    type: str = "gla"
+    depths: list[int] = field(default_factory=lambda: [1, 3])
+    num_heads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    """Prediction heads.
+
+    Attributes:
+        features: channels of the dense (depth/confidence) head.
+        levels: aggregator block indices whose outputs feed the dense head (shallow to deep).
+        depth_activation: ``exp`` or ``softplus`` (log-depth plus the scale token's log-scale).
+        camera_hidden: hidden width of the camera head MLP.
+    """
+
+    features: int = 64
+    levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    depth_activation: str = "exp"
+    camera_hidden: int = 256
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`recon.model.model.StreamReconModel`.
+
+    Attributes:
+        name: preset name (informational).
+        image_size: (H, W) of input frames in pixels; multiples of ``patch_size``.
+        patch_size: patch side in pixels.
+        dim: token width.
+        depth: number of aggregator blocks (each = frame block + local spatiotemporal block).
+        num_heads: attention heads (``dim / num_heads`` even and >= 6, for RoPE).
+        mlp_ratio: MLP hidden width / dim.
+        num_register_tokens: register tokens per frame.
+        window: W, frames seen by local spatiotemporal attention (the current one included).
+        rope_theta_space: RoPE base for rows/columns.
+        rope_theta_time: RoPE base for frame offsets.
+        rope_time_fraction: share of each head rotated by frame offset.
+        autocast: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (CPU always runs fp32).
+        memory: long-range memory layers.
+        head: prediction heads.
+    """
+
+    name: str = "tiny"
+    image_size: tuple[int, int] = (96, 128)
+    patch_size: int = 16
+    dim: int = 192
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 2
+    window: int = 4
+    rope_theta_space: float = 100.0
+    rope_theta_time: float = 100.0
+    rope_time_fraction: float = 0.25
+    autocast: str = "bf16"
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON-serialisable)."""
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    def signature(self) -> str:
+        """Short hash of everything that shapes the network or its state (not the name)."""
+        d = self.to_dict()
+        d.pop("name")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert ``value`` against type annotation ``tp``; ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        items = [_coerce(v, args[i] if origin is tuple else args[0], f"{where}[{i}]")
+                 for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "model") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def validate(cfg: ModelConfig) -> ModelConfig:
+    """Check ranges and cross-field constraints; returns ``cfg`` or raises ConfigError."""
+    H, W = cfg.image_size
+    if cfg.patch_size <= 0 or H % cfg.patch_size or W % cfg.patch_size:
+        raise ConfigError(
+            f"model.image_size {list(cfg.image_size)} must be multiples of patch_size {cfg.patch_size}")
+    if cfg.dim % cfg.num_heads or (cfg.dim // cfg.num_heads) % 2 or cfg.dim // cfg.num_heads < 6:
+        raise ConfigError(
+            f"model.dim {cfg.dim} / num_heads {cfg.num_heads} must be an even head width >= 6")
+    if cfg.depth < 1 or cfg.window < 1:
+        raise ConfigError(f"model.depth ({cfg.depth}) and model.window ({cfg.window}) must be >= 1")
+    if cfg.autocast not in ("bf16", "fp16", "none"):
+        raise ConfigError(f"model.autocast: expected 'bf16', 'fp16' or 'none', got {cfg.autocast!r}")
+    mem = cfg.memory
+    if mem.type not in MEMORY_TYPES:
+        raise ConfigError(f"model.memory.type: unknown {mem.type!r}; valid: {', '.join(MEMORY_TYPES)}")
+    bad = [d for d in mem.depths if not 0 <= d < cfg.depth]
+    if bad or len(set(mem.depths)) != len(mem.depths):
+        raise ConfigError(
+            f"model.memory.depths {mem.depths}: expected distinct block indices in [0, {cfg.depth})")
+    heads = mem.num_heads or cfg.num_heads
+    if cfg.dim % heads:
+        raise ConfigError(f"model.memory.num_heads {heads} does not divide dim {cfg.dim}")
+    try:
+        valid = memory_options(mem.type)
+    except ValueError as e:
+        raise ConfigError(f"model.memory.type {mem.type!r}: {e}") from e
+    for key in mem.options:
+        if key not in valid:
+            raise ConfigError(
+                f"model.memory.options: unknown key {key!r} for type {mem.type!r}; valid keys: "
+                f"{', '.join(sorted(valid)) or '(none)'}"
+            )
+    head = cfg.head
+    if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):
+        raise ConfigError(f"model.head.levels {head.levels}: expected block indices in [0, {cfg.depth})")
+    if head.depth_activation not in ("exp", "softplus"):
+        raise ConfigError(
+            f"model.head.depth_activation: expected 'exp' or 'softplus', got {head.depth_activation!r}")
+    return cfg
+
+
+def load_model_config(source: str | Path | dict | ModelConfig, **overrides: Any) -> ModelConfig:
+    """A validated ModelConfig from a preset name, a YAML path, a dict or a ModelConfig.
+
+    Args:
+        source: ``"tiny"`` / ``"small"`` / ``"base"`` / ``"large"``, a path to a YAML file (whose
+            top level is the config, or has it under a ``model:`` key), a dict, or a ModelConfig.
+        **overrides: fields to replace, e.g. ``window=2`` or ``memory={"type": "ttt"}`` (a mapping
+            is merged into the existing section).
+
+    Raises:
+        ConfigError: missing file, unreadable YAML, unknown key, wrong type or invalid value.
+    """
+    if isinstance(source, ModelConfig):
+        data = source.to_dict()
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.suffix and not path.exists():
+            path = PRESET_DIR / f"{source}.yaml"
+            if not path.exists():
+                presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+                raise ConfigError(f"model config {str(source)!r}: no such file or preset; presets: {presets}")
+        if not path.is_file():
+            raise ConfigError(f"model config {str(path)!r}: file not found (expected a YAML file)")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"model config {str(path)!r}: not valid YAML ({e})") from e
+        if isinstance(data, dict) and set(data) == {"model"}:
+            data = data["model"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"model config: expected a mapping of fields, got {type(data).__name__}")
+    for key, value in overrides.items():  # nested mappings merge one level deep
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return validate(from_dict(ModelConfig, data))

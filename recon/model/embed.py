@@ -1,0 +1,66 @@
+"""Per-frame tokenisation: ImageNet normalisation, patch embedding, camera/scale/register tokens.
+
+A frame becomes ``N = 2 + R + h*w`` tokens, in this order: camera token, scale token, R register
+tokens, then the ``h x w`` patch tokens in row-major order (``h = H / patch``, ``w = W / patch``).
+The camera token has two learned values: one for the first frame of a sequence (the reference
+camera that defines the world frame) and one for every later frame. RoPE positions: special
+tokens sit at (0, 0); patch (i, j) at (i + 1, j + 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# ImageNet statistics, RGB, for images in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FrameEmbedding(nn.Module):
+    """Images -> tokens.
+
+    Args:
+        dim: token width C.
+        patch_size: square patch side p in pixels; H and W must be multiples of p.
+        image_size: (H, W) of the input frames.
+        num_register_tokens: R extra learned tokens per frame (attention sinks).
+    """
+
+    def __init__(self, dim: int, patch_size: int, image_size: tuple[int, int],
+                 num_register_tokens: int) -> None:
+        super().__init__()
+        H, W = image_size
+        self.patch_size, self.grid = patch_size, (H // patch_size, W // patch_size)
+        self.num_special = 2 + num_register_tokens
+        self.patch = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.camera_token = nn.Parameter(torch.randn(2, dim) * 0.02)  # [first frame, later frames]
+        self.scale_token = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.register_tokens = nn.Parameter(torch.randn(num_register_tokens, dim) * 0.02)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        gy, gx = torch.meshgrid(torch.arange(self.grid[0]), torch.arange(self.grid[1]), indexing="ij")
+        pos = torch.cat((torch.zeros(self.num_special, 2), torch.stack((gy, gx), -1).view(-1, 2) + 1.0))
+        self.register_buffer("pos_yx", pos, persistent=False)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per frame, N."""
+        return self.num_special + self.grid[0] * self.grid[1]
+
+    def forward(self, images: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+        """Tokenise frames.
+
+        Args:
+            images: [M, 3, H, W] RGB in [0, 1] (M = B * T frames).
+            is_first: [M] bool, True where the frame is frame 0 of its sequence.
+
+        Returns:
+            [M, N, C] tokens.
+        """
+        x = self.patch((images - self.mean) / self.std).flatten(2).transpose(1, 2)   # [M, h*w, C]
+        M = x.shape[0]
+        cam = torch.where(is_first.view(M, 1), self.camera_token[0], self.camera_token[1])
+        special = torch.cat((cam.unsqueeze(1), self.scale_token.expand(M, 1, -1),
+                             self.register_tokens.expand(M, -1, -1)), dim=1)
+        return torch.cat((special.to(x.dtype), x), dim=1)

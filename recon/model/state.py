@@ -1,0 +1,117 @@
+"""The explicit streaming state of :class:`recon.model.model.StreamReconModel`.
+
+``state = model.init_state(B)`` then ``out, state = model.step(frames, state)`` per frame. The state
+holds everything the model remembers about the past:
+
+- ``frame_index``: how many frames this state has seen (the next frame's index; 0 = first frame);
+- ``windows``: one :class:`KVWindow` per aggregator block, the keys and values of the last ``W - 1``
+  frames for local spatiotemporal attention (fixed size: a sliding window, oldest frame first);
+- ``memory``: one cache per memory layer, in the layer's own dataclass (fixed size for every type
+  but ``causal_attention``, whose key/value cache grows by one frame per step);
+- ``signature``: a hash of the model's architecture config, so a state made by another model is
+  rejected with :class:`recon.errors.ShapeError` instead of failing deep inside a layer.
+
+All states are batched: every sequence of the batch is at the same ``frame_index``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from recon.errors import ShapeError
+
+
+@dataclass
+class KVWindow:
+    """Keys and values of the previous ``W - 1`` frames of one local-attention block.
+
+    Attributes:
+        k: [B, W-1, heads, N, head_dim] keys, spatially rotated (RoPE), not yet rotated in time.
+        v: [B, W-1, heads, N, head_dim] values.
+
+    Slot ``j`` holds frame ``frame_index - (W - 1) + j``; slots of frames before 0 are zeros and
+    masked out by the attention.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass
+class StreamState:
+    """Everything a streaming model carries from one frame to the next.
+
+    Attributes:
+        frame_index: number of frames seen so far (index of the next frame).
+        batch_size: B of the sequences this state belongs to.
+        windows: per aggregator block, the local-attention key/value window.
+        memory: per memory layer (in depth order), that layer's cache object.
+        signature: architecture hash of the model that created the state.
+    """
+
+    frame_index: int
+    batch_size: int
+    windows: list[KVWindow]
+    memory: list[Any]
+    signature: str
+    meta: dict = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        """Total bytes of all tensors in the state."""
+        return tensor_bytes(self)
+
+    def check(self, signature: str, batch_size: int, name: str = "state") -> None:
+        """Raise ShapeError unless this state belongs to a model with ``signature`` and batch B.
+
+        Args:
+            signature: the model's architecture hash.
+            batch_size: batch size of the frames about to be processed.
+            name: argument name for the message.
+        """
+        if self.signature != signature:
+            raise ShapeError(
+                f"{name}: this state was created by a model with architecture {self.signature}, "
+                f"but this model is {signature}; create a new one with model.init_state(B)"
+            )
+        if self.batch_size != batch_size:
+            raise ShapeError(
+                f"{name}: state holds {self.batch_size} sequence(s) but the frames have batch size "
+                f"{batch_size}"
+            )
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Sum of ``numel * element_size`` over every tensor reachable in dataclasses/lists/dicts/tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(tensor_bytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def detach_state(obj: Any) -> Any:
+    """A copy of a state (or any nested cache) with every tensor detached from the autograd graph.
+
+    Used for truncated backpropagation through long videos: carry the state, cut the gradient.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(
+            obj, **{f.name: detach_state(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        )
+    if isinstance(obj, dict):
+        return {k: detach_state(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [detach_state(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(detach_state(v) for v in obj)
+    return obj
