@@ -70,8 +70,9 @@ class CausalAttentionMemory(nn.Module):
         h, d = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).view(B, T * P, 3, h, d).permute(2, 0, 3, 1, 4)    # [B, h, T*P, d]
         q, k = self.q_norm(q), self.k_norm(k)
-        k_all = torch.cat((cache.k, k.float()), dim=2)
-        v_all = torch.cat((cache.v, v.float()), dim=2)
+        state_dtype = torch.promote_types(k.dtype, torch.float32)  # fp32 under autocast, fp64 kept
+        k_all = torch.cat((cache.k, k.to(state_dtype)), dim=2)
+        v_all = torch.cat((cache.v, v.to(state_dtype)), dim=2)
         L0 = cache.k.shape[2]
         mask = None
         if T > 1:  # token of frame t sees keys j < L0 + (t + 1) * P

@@ -67,17 +67,17 @@ class StreamReconModel(nn.Module):
             raise ShapeError(f"frames: expected a tensor [B, 3, H, W], got {got}")
         if K is not None and isinstance(K, torch.Tensor) and K.dim() == 3:
             K = K.unsqueeze(1)
-        out, state = self.run(frames.unsqueeze(1), state, K)
+        out, state = self.run(frames.unsqueeze(1), state, K, name="frames")
         return {k: v[:, 0] for k, v in out.items()}, state
 
-    def run(self, video: torch.Tensor, state: StreamState, K: torch.Tensor | None = None
-            ) -> tuple[dict[str, torch.Tensor], StreamState]:
+    def run(self, video: torch.Tensor, state: StreamState, K: torch.Tensor | None = None,
+            name: str = "video") -> tuple[dict[str, torch.Tensor], StreamState]:
         """T frames that follow ``state`` (the one implementation behind forward and step).
 
         Also the entry point for truncated backpropagation: carry the returned state into the
         next segment (``recon.model.state.detach_state`` cuts the gradient).
         """
-        B, T, _, H, W = check_video(video, self.cfg.image_size, "video")
+        B, T, _, H, W = check_video(video, self.cfg.image_size, name)
         if not isinstance(state, StreamState):
             raise ShapeError(
                 f"state: expected a StreamState from model.init_state, got {type(state).__name__}")

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from recon.geometry import quat_wxyz_to_rotmat, rotmat_to_quat_wxyz
+from recon.geometry import focal_from_fov, fov_from_focal, quat_wxyz_to_rotmat, rotmat_to_quat_wxyz
 
 IDENTITY_POSE7 = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)  # translation 0, quaternion wxyz (1, 0, 0, 0)
 
 
 def fov_to_intrinsics(fov_h: torch.Tensor, fov_w: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Fields of view [...] (radians) -> K [..., 3, 3] in pixels, centred principal point."""
-    fy = (height / 2.0) / torch.tan(fov_h / 2.0)
-    fx = (width / 2.0) / torch.tan(fov_w / 2.0)
+    fy, fx = focal_from_fov(fov_h, height), focal_from_fov(fov_w, width)
     K = torch.zeros(*fov_h.shape, 3, 3, dtype=fov_h.dtype, device=fov_h.device)
     K[..., 0, 0], K[..., 1, 1] = fx, fy
     K[..., 0, 2], K[..., 1, 2] = (width - 1) / 2.0, (height - 1) / 2.0
@@ -29,9 +28,7 @@ def fov_to_intrinsics(fov_h: torch.Tensor, fov_w: torch.Tensor, height: int, wid
 
 def intrinsics_to_fov(K: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """K [..., 3, 3] pixels -> (fov_h, fov_w) [...] radians (the principal point is ignored)."""
-    fov_h = 2.0 * torch.atan((height / 2.0) / K[..., 1, 1])
-    fov_w = 2.0 * torch.atan((width / 2.0) / K[..., 0, 0])
-    return fov_h, fov_w
+    return fov_from_focal(K[..., 1, 1], height), fov_from_focal(K[..., 0, 0], width)
 
 
 def pose_enc_to_cam2world(pose_enc: torch.Tensor) -> torch.Tensor:
