@@ -8,8 +8,10 @@ from data.synth.render import Renderer
 from data.synth.scene import ROOM_FACES, Scene, SceneObject, sample_scene
 from data.synth.sequence import SEQUENCE_TRAJECTORIES, SynthConfig, build_scene, synthetic_sequence
 from data.synth.trajectories import TRAJECTORY_KINDS, camera_trajectory
+from data.synth.writer import DEPTH_SCALE, write_tum_sequence
 
 __all__ = [
+    "DEPTH_SCALE",
     "ROOM_FACES",
     "Renderer",
     "SEQUENCE_TRAJECTORIES",
@@ -21,4 +23,5 @@ __all__ = [
     "camera_trajectory",
     "sample_scene",
     "synthetic_sequence",
+    "write_tum_sequence",
 ]

@@ -19,6 +19,7 @@ import torch
 from data.synth.primitives import canonical_normal, intersect_canonical, room_exit
 from data.synth.scene import ROOM_FACES, Scene
 from data.synth.textures import shade_textures, texture_table
+from recon.geometry import pixel_rays
 
 
 class Renderer:
@@ -45,9 +46,6 @@ class Renderer:
         self._light = torch.tensor(scene.light_position, dtype=torch.float32, device=self.device)
         self._dynamic = torch.zeros(ROOM_FACES + len(scene.objects), dtype=torch.bool, device=self.device)
         self._dynamic[scene.dynamic_ids] = True
-        v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=self.device),
-                              torch.arange(width, dtype=torch.float32, device=self.device), indexing="ij")
-        self._u, self._v = u.reshape(-1), v.reshape(-1)
 
     def object_poses(self, frame: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(center [3], world-from-object rotation [3, 3], half sizes [3]) of every object at ``frame``."""
@@ -91,9 +89,7 @@ class Renderer:
         H, W = self.height, self.width
         K_t = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=self.device)
         T = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32, device=self.device)
-        d_cam = torch.stack([(self._u - K_t[0, 2]) / K_t[0, 0], (self._v - K_t[1, 2]) / K_t[1, 1],
-                             torch.ones_like(self._u)], dim=-1)
-        d = d_cam @ T[:3, :3].T
+        d = pixel_rays(K_t, H, W).reshape(-1, 3) @ T[:3, :3].T  # camera z = 1: t is z-depth
         o = T[:3, 3].expand_as(d)
         poses = self.object_poses(frame)
 

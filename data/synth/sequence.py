@@ -11,11 +11,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from data.schema import Frame, Sequence
 from data.synth.render import Renderer
 from data.synth.scene import Scene, random_room, sample_scene
 from data.synth.trajectories import TRAJECTORY_KINDS, camera_trajectory
+from recon.errors import ConfigError
+from recon.geometry import focal_from_fov
 
 SEQUENCE_TRAJECTORIES = (*TRAJECTORY_KINDS, "mixed")
 
@@ -50,28 +53,28 @@ class SynthConfig:
     shadows: bool = True
 
     def validate(self) -> None:
-        """Raise ValueError naming the first invalid field."""
+        """Raise ConfigError naming the first invalid field."""
         if self.num_frames < 1:
-            raise ValueError(f"num_frames: expected >= 1, got {self.num_frames}")
+            raise ConfigError(f"num_frames: expected >= 1, got {self.num_frames}")
         if self.width < 8 or self.height < 8:
-            raise ValueError(f"width x height: expected >= 8 x 8 pixels, got {self.width} x {self.height}")
+            raise ConfigError(f"width x height: expected >= 8 x 8 pixels, got {self.width} x {self.height}")
         if self.trajectory not in SEQUENCE_TRAJECTORIES:
-            raise ValueError(f"trajectory: expected one of {SEQUENCE_TRAJECTORIES}, got {self.trajectory!r}")
+            raise ConfigError(f"trajectory: expected one of {SEQUENCE_TRAJECTORIES}, got {self.trajectory!r}")
         for name in ("num_dynamic", "num_furniture", "num_posters"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
         lo, hi = self.fov_range
         if not 1.0 <= lo <= hi < 179.0:
-            raise ValueError(f"fov_range: expected 1 <= low <= high < 179 degrees, got {self.fov_range}")
+            raise ConfigError(f"fov_range: expected 1 <= low <= high < 179 degrees, got {self.fov_range}")
         if self.fps <= 0 or self.camera_speed <= 0:
-            raise ValueError(f"fps and camera_speed: expected > 0, got {self.fps}, {self.camera_speed}")
+            raise ConfigError(f"fps and camera_speed: expected > 0, got {self.fps}, {self.camera_speed}")
 
 
 def random_intrinsics(rng: np.random.Generator, width: int, height: int,
                       fov_range: tuple[float, float]) -> np.ndarray:
     """Square-pixel pinhole K with a random horizontal fov and the principal point near the centre."""
-    fov = np.deg2rad(rng.uniform(*fov_range))
-    f = 0.5 * width / np.tan(0.5 * fov)
+    fov = torch.tensor(np.deg2rad(rng.uniform(*fov_range)), dtype=torch.float64)
+    f = float(focal_from_fov(fov, width))
     cx = (width - 1) / 2.0 + rng.uniform(-0.02, 0.02) * width
     cy = (height - 1) / 2.0 + rng.uniform(-0.02, 0.02) * height
     return np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
