@@ -29,7 +29,6 @@ from layers.ops.ttt.swiglu import FastWeights, apply_updates, fast_weight_read, 
 
 IMPORTANCE_ESTIMATORS = ("static", "abs", "sq", "si")
 ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
-_IMPORTANCE_EPS = 1e-12
 
 
 @dataclass
@@ -61,8 +60,8 @@ def init_elastic_state(weights: FastWeights, update_hidden: bool, estimator: str
 
 def check_elastic_args(op: str, lam, F: torch.Tensor | None, beta, num_heads: int, hidden: int) -> None:
     """``F [H, Dh]`` in (0, 1], ``lam * F`` in (0, 1] and ``beta`` in [0, 1), else ValueError."""
-    lam_t = torch.as_tensor(lam)
-    beta_t = torch.as_tensor(beta)
+    lam_t = torch.as_tensor(lam).detach()
+    beta_t = torch.as_tensor(beta).detach()
     if lam_t.numel() != 1 or beta_t.numel() != 1:
         raise ValueError(
             f"{op}: lam and beta must be scalars, got shapes {tuple(lam_t.shape)}, {tuple(beta_t.shape)}"
@@ -150,7 +149,7 @@ def elastic_chunk_step(
             signal = _importance_signal(estimator, update, w_new, anchor)
             new_f[i] = importance_decay * state.importance[i] + (1.0 - importance_decay) * signal
             peak = new_f[i].amax(dim=(-2, -1), keepdim=True)
-            imp = new_f[i] / (peak + _IMPORTANCE_EPS)
+            imp = new_f[i] / peak.clamp_min(torch.finfo(peak.dtype).tiny)  # 0 where the EMA is all 0
         consolidated = w_new - lam * imp * (w_new - anchor)
         new_w[f"w{i}"] = consolidated
         new_a[i] = _move_anchor(anchor_policy, anchor, consolidated, beta)
