@@ -1,0 +1,184 @@
+"""TTTMemory and ElasticMemory: streaming == whole clip for every mode, form cross-checks, caches, config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from layers.elastic import ElasticMemory
+from layers.memory import MemoryLayer
+from layers.ttt import TTTMemory
+from tests.numerics import assert_rel_close
+
+B, T, P, C, H = 2, 5, 6, 32, 2
+PLAIN = dict(update_hidden=False, weight_norm=False, muon_steps=0)
+
+TTT_MODES = [
+    pytest.param({}, id="lact-hidden-wnorm-muon5"),
+    pytest.param(dict(PLAIN), id="plain"),
+    pytest.param(dict(weight_norm=False, muon_steps=0, momentum=0.6), id="hidden-mom0.6"),
+    pytest.param(dict(muon_steps=3, inclusive=True), id="hidden-wnorm-muon3-inclusive"),
+    pytest.param(dict(PLAIN, form="parallel"), id="parallel"),
+    pytest.param(dict(PLAIN, form="parallel", momentum=0.8, inclusive=True), id="parallel-mom0.8-inclusive"),
+]
+
+ELASTIC_MODES = (
+    [
+        pytest.param({}, id="reduced"),
+        pytest.param(
+            dict(inclusive=True, learn_lam=True, learn_beta=True, lam=0.7, beta=0.5), id="reduced-learned"
+        ),
+        pytest.param(dict(lam=1.0, beta=0.0), id="reduced-lam1-beta0"),
+    ]
+    + [
+        pytest.param(dict(mode="fsm", estimator=est, anchor=anchor), id=f"fsm-{est}-{anchor}")
+        for est in ("abs", "sq", "si", "static")
+        for anchor in ("global", "streaming", "streaming-ema")
+    ]
+    + [
+        pytest.param(
+            dict(mode="fsm", estimator="si", update_hidden=True, inclusive=True), id="fsm-si-hidden-inclusive"
+        ),
+    ]
+)
+
+
+def frame_by_frame(layer, x):
+    """Run a clip one frame at a time through the cache."""
+    cache = layer.init_cache(x.shape[0], x.device)
+    ys = []
+    for t in range(x.shape[1]):
+        y_t, cache = layer(x[:, t : t + 1], cache)
+        ys.append(y_t)
+    return torch.cat(ys, dim=1), cache
+
+
+def check_streaming(layer):
+    torch.manual_seed(1)
+    x = torch.randn(B, T, P, C)
+    y_full, _ = layer(x)
+    y_stream, _ = frame_by_frame(layer, x)
+    assert y_full.shape == x.shape
+    assert_rel_close(y_full, y_stream, 1e-5, "frame-by-frame")
+    y_a, cache = layer(x[:, :2])  # arbitrary split: 2 + 3 frames
+    y_b, _ = layer(x[:, 2:], cache)
+    assert_rel_close(y_full, torch.cat([y_a, y_b], dim=1), 1e-5, "split 2+3")
+
+
+@pytest.mark.parametrize("options", TTT_MODES)
+def test_ttt_streaming_equals_whole_clip(options):
+    layer = TTTMemory(C, H, **options)
+    assert isinstance(layer, MemoryLayer)
+    check_streaming(layer)
+
+
+@pytest.mark.parametrize("options", ELASTIC_MODES)
+def test_elastic_streaming_equals_whole_clip(options):
+    layer = ElasticMemory(C, H, **options)
+    torch.nn.init.normal_(layer.importance_logit)  # per-unit importance, not one constant
+    assert isinstance(layer, MemoryLayer)
+    check_streaming(layer)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, dict(momentum=0.7, inclusive=True)], ids=["plain", "mom0.7-inclusive"]
+)
+def test_ttt_parallel_form_equals_sequential_form(options):
+    seq = TTTMemory(C, H, **PLAIN, **options)
+    par = TTTMemory(C, H, form="parallel", **PLAIN, **options)
+    par.load_state_dict(seq.state_dict())
+    x = torch.randn(B, T, P, C)
+    assert_rel_close(seq(x)[0], par(x)[0], 1e-5, "parallel vs sequential layer")
+
+
+@pytest.mark.parametrize("inclusive", [False, True], ids=["strict", "inclusive"])
+def test_elastic_reduced_equals_fsm_with_static_importance(inclusive):
+    reduced = ElasticMemory(C, H, lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive)
+    torch.nn.init.normal_(reduced.importance_logit)
+    fsm = ElasticMemory(
+        C, H, mode="fsm", estimator="static", lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive
+    )
+    fsm.load_state_dict(reduced.state_dict())
+    x = torch.randn(B, T, P, C)
+    assert_rel_close(fsm(x)[0], reduced(x)[0], 1e-5, "reduced vs fsm(static)")
+
+
+def test_reduced_caches_are_fixed_size():
+    x = torch.randn(1, 12, 4, C)
+    for layer in (ElasticMemory(C, H), TTTMemory(C, H, form="parallel", **PLAIN, momentum=0.5)):
+        cache = layer.init_cache(1)
+        shape = cache.state.shape
+        for t in range(12):
+            _, cache = layer(x[:, t : t + 1], cache)
+            assert cache.state.shape == shape and cache.state.dtype == torch.float32
+    dh = ElasticMemory(C, H).io.hidden
+    assert shape == (1, H, 2 * dh, C // H)
+
+
+def test_gradients_reach_every_parameter():
+    layer = ElasticMemory(C, H, learn_lam=True, learn_beta=True)
+    y, _ = layer(torch.randn(B, T, P, C))
+    y.square().mean().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient"
+
+
+def test_autocast_bf16_keeps_states_float32():
+    layer = ElasticMemory(C, H)
+    x = torch.randn(B, T, P, C)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, cache = layer(x)
+    assert cache.state.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert_rel_close(layer(x)[0], y.float(), 5e-2, "bf16 autocast vs fp32")
+
+
+@pytest.mark.parametrize(
+    "frames", [pytest.param(60, id="60-frames"), pytest.param(2000, id="2000-frames", marks=pytest.mark.slow)]
+)
+def test_long_stream_stays_finite_and_weight_norm_holds(frames):
+    """Frames streamed: no NaN/Inf; LaCT weight norm keeps every w1 column at its slow-weight norm."""
+    torch.manual_seed(2)
+    elastic, ttt = ElasticMemory(16, 2, base_lr=0.05, lam=0.5, beta=0.8), TTTMemory(16, 2, base_lr=0.05)
+    for layer in (elastic, ttt):
+        cache = layer.init_cache(1)
+        with torch.no_grad():
+            for _ in range(frames):
+                y, cache = layer(torch.randn(1, 1, 8, 16), cache)
+                assert torch.isfinite(y).all()
+        state = cache.state if layer is elastic else cache.weights.w1
+        assert torch.isfinite(state).all()
+    slow_norms = ttt.io.w1.detach().norm(dim=-2).unsqueeze(0)
+    assert_rel_close(
+        slow_norms, cache.weights.w1.norm(dim=-2), 1e-5, f"w1 column norms after {frames} frames"
+    )
+
+
+BAD = [
+    pytest.param(ElasticMemory, dict(lam=0.0), "lam must be in", id="elastic-lam0"),
+    pytest.param(ElasticMemory, dict(beta=1.0), "beta must be in", id="elastic-beta1"),
+    pytest.param(ElasticMemory, dict(mode="parallel"), "mode must be", id="elastic-mode"),
+    pytest.param(
+        ElasticMemory, dict(mode="fsm", estimator="fisher"), "estimator must be", id="elastic-estimator"
+    ),
+    pytest.param(ElasticMemory, dict(mode="fsm", anchor="ema"), "anchor must be", id="elastic-anchor"),
+    pytest.param(ElasticMemory, dict(update_hidden=True), "frozen kernel", id="elastic-reduced-hidden"),
+    pytest.param(TTTMemory, dict(form="parallel"), "form='parallel' needs", id="ttt-parallel-lact"),
+    pytest.param(TTTMemory, dict(momentum=1.0), "momentum must be", id="ttt-momentum1"),
+    pytest.param(TTTMemory, dict(form="chunked"), "form must be", id="ttt-form"),
+]
+
+
+@pytest.mark.parametrize("cls, options, message", BAD)
+def test_bad_config_raises_clear_value_error(cls, options, message):
+    with pytest.raises(ValueError, match=message):
+        cls(C, H, **options)
+
+
+@pytest.mark.parametrize("cls", [ElasticMemory, TTTMemory])
+def test_bad_shapes_raise_clear_value_error(cls):
+    with pytest.raises(ValueError, match="dim 30 must be a positive multiple"):
+        cls(30, 4)
+    with pytest.raises(ValueError, match=r"expected x of shape \[B, T, P, 32\]"):
+        cls(C, H)(torch.randn(2, 5, 31))
