@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from layers.ops.block_la.chunk import chunk_block_la
+from layers.ops.block_la import chunk_block_la
 from layers.ops.ttt.checks import check_fast_weight_args, compute_dtype
 from layers.ops.ttt.sequential import check_optimizer_args
 from layers.ops.ttt.swiglu import sequence_features
