@@ -8,9 +8,9 @@ Layout (as distributed)::
     <seq>/intrinsics.txt     optional (our synthetic generator): "# header" then "fx fy cx cy"
     <seq>/mask.txt, mask/    optional (our synthetic generator): uint8 PNG, 255 = dynamic pixel
 
-Depth and poses are associated to each RGB frame by nearest timestamp (at most ``max_dt`` s
-apart). RGB frames without a depth image within ``max_dt`` are dropped (counted in
-``meta["dropped_without_depth"]`` with a warning); frames without a pose get ``cam2world=None``
+Depth, poses and masks are associated to the RGB frames one-to-one by nearest timestamp (less
+than ``max_dt`` s apart, TUM's associate.py rule). RGB frames without a depth image are dropped
+(counted in ``meta["dropped_without_depth"]`` with a warning); frames without a pose get ``cam2world=None``
 (``meta["frames_without_pose"]``). Intrinsics come from the ``K`` option, else ``intrinsics.txt``,
 else the sequence name (``freiburg1/2/3`` or ``fr1/2/3``, ``rgbd_bonn``); otherwise an error says
 what to provide.
@@ -37,6 +37,7 @@ from data.readers.imageio import (
 from data.readers.poses import pose_from_quat_xyzw
 from data.schema import Frame, Sequence
 from recon.errors import InputError
+from recon.trajectory import associate_timestamps
 
 FORMAT = "tum"
 DESCRIPTION = "TUM RGB-D / Bonn: rgb.txt, depth.txt, groundtruth.txt; depth uint16 / 5000"
@@ -64,20 +65,28 @@ def read_file_list(path: Path) -> tuple[np.ndarray, list[str]]:
     return ts, [r[1] for r in rows]
 
 
-def associate_nearest(query: np.ndarray, reference: np.ndarray, max_dt: float) -> np.ndarray:
-    """Index of the nearest reference timestamp for each query, -1 where none is within max_dt.
+def associate(
+    rgb_ts: np.ndarray, other_ts: np.ndarray, max_dt: float, rgb_path: Path, other_path: Path
+) -> np.ndarray:
+    """Index into ``other_ts`` for each RGB timestamp (-1 where unmatched), one-to-one nearest first.
 
-    Args:
-        query: [N] seconds. reference: [M] seconds (any order).
+    Uses :func:`recon.trajectory.associate_timestamps` (TUM's associate.py rule).
+
+    Raises:
+        InputError naming both files when no pair is within ``max_dt``.
     """
-    order = np.argsort(reference, kind="stable")
-    ref = reference[order]
-    pos = np.searchsorted(ref, query)
-    lo = np.clip(pos - 1, 0, len(ref) - 1)
-    hi = np.clip(pos, 0, len(ref) - 1)
-    best = np.where(np.abs(query - ref[lo]) <= np.abs(ref[hi] - query), lo, hi)
-    ok = np.abs(ref[best] - query) <= max_dt
-    return np.where(ok, order[best], -1)
+    try:
+        ia, ib = associate_timestamps(rgb_ts, other_ts, max_dt)
+    except InputError as e:
+        raise InputError(
+            f"{other_path}: no timestamp within {max_dt} s of any RGB timestamp in {rgb_path} "
+            f"(RGB {rgb_ts.min():.3f}..{rgb_ts.max():.3f}, "
+            f"this file {other_ts.min():.3f}..{other_ts.max():.3f}); "
+            "expected synchronised streams"
+        ) from e
+    out = np.full(len(rgb_ts), -1, dtype=np.int64)
+    out[ia] = ib
+    return out
 
 
 def sequence_intrinsics(root: Path) -> tuple[np.ndarray, str] | None:
@@ -129,14 +138,8 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
     depth_idx = None
     if (root / "depth.txt").is_file():
         depth_ts, depth_names = read_file_list(root / "depth.txt")
-        depth_idx = associate_nearest(rgb_ts, depth_ts, max_dt)
+        depth_idx = associate(rgb_ts, depth_ts, max_dt, rgb_list, root / "depth.txt")
         keep = np.flatnonzero(depth_idx >= 0)
-        if keep.size == 0:
-            raise InputError(
-                f"{root / 'depth.txt'}: no depth timestamp within {max_dt} s of any RGB timestamp in "
-                f"{rgb_list} (RGB {rgb_ts[0]:.3f}..{rgb_ts[-1]:.3f}, depth {depth_ts.min():.3f}.."
-                f"{depth_ts.max():.3f}); expected synchronised streams"
-            )
         dropped = len(rgb_ts) - keep.size
         meta["dropped_without_depth"] = int(dropped)
         if dropped:
@@ -147,15 +150,10 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
     cam2world = [None] * len(rgb_ts)
     if (root / "groundtruth.txt").is_file():
         gt_ts, gt_poses = _read_groundtruth(root / "groundtruth.txt")
-        gt_idx = associate_nearest(rgb_ts, gt_ts, max_dt)
+        gt_idx = associate(rgb_ts, gt_ts, max_dt, rgb_list, root / "groundtruth.txt")
         cam2world = [gt_poses[j] if j >= 0 else None for j in gt_idx]
         missing = int(sum(gt_idx[keep] < 0))
         meta["frames_without_pose"] = missing
-        if missing == keep.size:
-            raise InputError(
-                f"{root / 'groundtruth.txt'}: no pose within {max_dt} s of any RGB timestamp "
-                f"(poses {gt_ts.min():.3f}..{gt_ts.max():.3f}, RGB {rgb_ts[0]:.3f}..{rgb_ts[-1]:.3f})"
-            )
         if missing:
             warnings.warn(
                 f"{root}: {missing} frames have no ground-truth pose within {max_dt} s", stacklevel=2
@@ -166,7 +164,7 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
     mask_names: list[str | None] = [None] * len(rgb_ts)
     if (root / "mask.txt").is_file():
         mask_ts, mnames = read_file_list(root / "mask.txt")
-        midx = associate_nearest(rgb_ts, mask_ts, max_dt)
+        midx = associate(rgb_ts, mask_ts, max_dt, rgb_list, root / "mask.txt")
         mask_names = [mnames[j] if j >= 0 else None for j in midx]
 
     if K is None:
