@@ -78,5 +78,6 @@ def main(args: argparse.Namespace) -> int:
     for name, n in info["parameters"].items():
         print(f"  {name:<16}{n:>14,}")
     print(f"  {'total':<16}{info['total_parameters']:>14,}")
-    print(f"  streaming state at frame 0: {info['initial_state_bytes_per_sequence'] / 2**20:.2f} MiB per sequence")
+    mib = info["initial_state_bytes_per_sequence"] / 2**20
+    print(f"  streaming state at frame 0: {mib:.2f} MiB per sequence")
     return 0

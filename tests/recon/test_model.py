@@ -42,7 +42,8 @@ def test_presets_load_and_build_on_meta(preset):
     with torch.device("meta"):
         m = build_model(cfg)
     n = sum(p.numel() for p in m.parameters())
-    expected_range = {"tiny": (2e6, 8e6), "small": (20e6, 60e6), "base": (100e6, 260e6), "large": (450e6, 800e6)}
+    expected_range = {"tiny": (2e6, 8e6), "small": (20e6, 60e6), "base": (100e6, 260e6),
+                      "large": (450e6, 800e6)}
     lo, hi = expected_range[preset]
     assert lo < n < hi, f"{preset}: {n} parameters"
 
@@ -236,8 +237,12 @@ def test_rope_time_rotation_by_relative_offset_matches_absolute_positions_in_flo
 def test_rope_space_scores_depend_only_on_position_difference():
     rope = SpatioTemporalRoPE(24, time_fraction=0.0)
     q, k = torch.randn(1, 24), torch.randn(1, 24)
-    a = (rope.rotate_space(q, torch.tensor([[2.0, 3.0]])) * rope.rotate_space(k, torch.tensor([[5.0, 1.0]]))).sum()
-    b = (rope.rotate_space(q, torch.tensor([[0.0, 0.0]])) * rope.rotate_space(k, torch.tensor([[3.0, -2.0]]))).sum()
+
+    def score(pos_q, pos_k):
+        rq, rk = rope.rotate_space(q, torch.tensor([pos_q])), rope.rotate_space(k, torch.tensor([pos_k]))
+        return (rq * rk).sum()
+
+    a, b = score([2.0, 3.0], [5.0, 1.0]), score([0.0, 0.0], [3.0, -2.0])
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
