@@ -71,9 +71,9 @@ def detect_format(root: str | Path) -> str:
                 return name
         elif module.detect(root):
             return name
-    layouts = "\n  ".join(f"{k}: {v}" for k, v in list_formats().items())
     raise InputError(
-        f"{root}: not a known dataset layout, video or image folder; expected one of:\n  {layouts}"
+        f"{root}: not a known dataset layout, video or image folder; expected the layout of one of "
+        f"{', '.join(list_formats())} (`recon data formats` describes each)"
     )
 
 

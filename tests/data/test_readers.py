@@ -17,16 +17,23 @@ TARTAN_K = np.array([[320.0, 0, 320.0], [0, 320.0, 240.0], [0, 0, 1]])
 
 CASES = [
     pytest.param(lambda p: fx.write_tum(p, fx.render(), masks=True), id="tum-intrinsics_txt-masks"),
-    pytest.param(lambda p: fx.write_tum(p, fx.render(2, 640, 480, FR1_K), by_name=True), id="tum-fr1-640x480"),
-    pytest.param(lambda p: fx.write_7scenes(p, fx.render(2, 640, 480, SEVEN_RENDERED_K)), id="7scenes-rendered"),
-    pytest.param(lambda p: fx.write_7scenes(p, fx.render(2, 640, 480, SEVEN_RAW_K), rendered=False),
-                 id="7scenes-raw"),
+    pytest.param(
+        lambda p: fx.write_tum(p, fx.render(2, 640, 480, FR1_K), by_name=True), id="tum-fr1-640x480"
+    ),
+    pytest.param(
+        lambda p: fx.write_7scenes(p, fx.render(2, 640, 480, SEVEN_RENDERED_K)), id="7scenes-rendered"
+    ),
+    pytest.param(
+        lambda p: fx.write_7scenes(p, fx.render(2, 640, 480, SEVEN_RAW_K), rendered=False), id="7scenes-raw"
+    ),
     pytest.param(lambda p: fx.write_scannet(p, fx.render()), id="scannet-color2x-infpose"),
     pytest.param(lambda p: fx.write_sintel(p, fx.render()), id="sintel-dpt-cam"),
     pytest.param(lambda p: fx.write_kitti_depth(p, fx.render(4)), id="kitti_depth-sparse"),
     pytest.param(lambda p: fx.write_tartanair(p, fx.render(2, 640, 480, TARTAN_K)), id="tartanair-ned"),
     pytest.param(lambda p: fx.write_co3d(p, fx.render(), fx.render(2, seed=7)), id="co3d-ndc-float16"),
-    pytest.param(lambda p: fx.write_dynamic_replica(p, fx.render(), fx.render(seed=8)), id="dynamic_replica-left"),
+    pytest.param(
+        lambda p: fx.write_dynamic_replica(p, fx.render(), fx.render(seed=8)), id="dynamic_replica-left"
+    ),
     pytest.param(lambda p: fx.write_pointodyssey(p, fx.render()), id="pointodyssey-u16"),
     pytest.param(lambda p: fx.write_vkitti2(p, fx.render()), id="vkitti2-cm-sky"),
     pytest.param(lambda p: fx.write_scannetpp_iphone(p, fx.render()), id="scannetpp-iphone-colmap"),
@@ -64,7 +71,18 @@ def test_reader_round_trip_lands_on_scene(tmp_path, make):
 
 
 def test_every_format_has_a_fixture():
-    covered = {"tum", "7scenes", "scannet", "sintel", "kitti_depth", "tartanair", "co3d", "dynamic_replica",
-               "pointodyssey", "vkitti2", "scannetpp"}
+    covered = {
+        "tum",
+        "7scenes",
+        "scannet",
+        "sintel",
+        "kitti_depth",
+        "tartanair",
+        "co3d",
+        "dynamic_replica",
+        "pointodyssey",
+        "vkitti2",
+        "scannetpp",
+    }
     # kitti_odometry and video have no depth: tested in test_reader_cases.py / test_video_reader.py
     assert covered | {"kitti_odometry", "video"} == set(FORMATS)
