@@ -82,8 +82,9 @@ class Motion:
         return r
 
 
-def random_motion(rng: np.random.Generator, kind: str, center0: np.ndarray, rotation0: np.ndarray,
-                  speed: float = 0.02) -> Motion:
+def random_motion(
+    rng: np.random.Generator, kind: str, center0: np.ndarray, rotation0: np.ndarray, speed: float = 0.02
+) -> Motion:
     """A random motion of ``kind`` around ``center0`` with a peak speed near ``speed`` m/frame."""
     if kind == "static":
         return Motion(kind="static", center0=center0, rotation0=rotation0)

@@ -33,11 +33,34 @@ def _first_valid(cands: list[tuple[torch.Tensor, torch.Tensor]], t_min: float) -
 
 
 def _quadratic_roots(a, b, c):
+    """Both real roots of a t^2 + b t + c (either order) and where they exist.
+
+    Uses the cancellation-free form q = -(b + sign(b) sqrt(disc)) / 2, roots q / a and c / q, so
+    grazing rays and nearly degenerate cones keep float32 accuracy.
+    """
     disc = b * b - 4.0 * a * c
     ok = disc >= 0.0
     sq = torch.sqrt(torch.clamp(disc, min=0.0))
-    a_safe = torch.where(a.abs() < 1e-12, torch.full_like(a, 1e-12), a)
-    return (-b - sq) / (2.0 * a_safe), (-b + sq) / (2.0 * a_safe), ok
+    q = -0.5 * (b + torch.where(b >= 0, sq, -sq))
+    tiny = torch.full_like(a, 1e-30)
+    a_safe = torch.where(a.abs() < 1e-30, tiny, a)
+    q_safe = torch.where(q.abs() < 1e-30, tiny, q)
+    return q / a_safe, c / q_safe, ok
+
+
+def _refine_cone(o: torch.Tensor, d: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One Newton step on the cone's implicit function evaluated AT the hit point.
+
+    The quadratic's coefficients cancel badly for rays passing near the apex from afar (float32
+    hit points ~1e-4 off the surface); F and dF/dt evaluated locally do not.
+    """
+    p = o + t[:, None] * d
+    k = 0.5 * (1.0 - p[:, 1])
+    F = p[:, 0] ** 2 + p[:, 2] ** 2 - k * k
+    dF = 2.0 * (p[:, 0] * d[:, 0] + p[:, 2] * d[:, 2]) + k * d[:, 1]
+    safe = torch.where(dF.abs() > 1e-12, dF, torch.ones_like(dF))
+    step = torch.where(dF.abs() > 1e-12, F / safe, torch.zeros_like(F))
+    return torch.where(torch.isfinite(step), t - step, t)
 
 
 def intersect_canonical(kind: str, o: torch.Tensor, d: torch.Tensor, t_min: float = 1e-4) -> torch.Tensor:
@@ -77,6 +100,7 @@ def intersect_canonical(kind: str, o: torch.Tensor, d: torch.Tensor, t_min: floa
         b = 2.0 * (ox * dx + oz * dz + alpha * beta)
         c = ox * ox + oz * oz - alpha * alpha
         r0, r1, ok = _quadratic_roots(a, b, c)
+        r0, r1 = _refine_cone(o, d, r0), _refine_cone(o, d, r1)
         cands = [(r, ok & ((oy + r * dy).abs() <= 1.0)) for r in (r0, r1)]
         t = (-1.0 - oy) / _safe(dy)
         cands.append((t, (ox + t * dx) ** 2 + (oz + t * dz) ** 2 <= 1.0))

@@ -30,15 +30,26 @@ class Renderer:
         width, height: image size in pixels.
         shadows: cast shadows from the point light (one extra ray per lit pixel).
         device: torch device for the computation.
+        num_threads: torch CPU threads while rendering (restored afterwards); 1 is fastest for these
+            many small element-wise ops on a shared CPU (bench_synth.py measures it); None keeps
+            torch's setting.
 
     Example:
         >>> r = Renderer(scene, 128, 96)
         >>> out = r.render(K, cam2world, frame=0)   # out["image"]: [96, 128, 3] uint8
     """
 
-    def __init__(self, scene: Scene, width: int, height: int, shadows: bool = True,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        scene: Scene,
+        width: int,
+        height: int,
+        shadows: bool = True,
+        device: torch.device | str = "cpu",
+        num_threads: int | None = 1,
+    ) -> None:
         self.scene, self.width, self.height, self.shadows = scene, width, height, shadows
+        self.num_threads = num_threads
         self.device = torch.device(device)
         self._table = texture_table(scene.textures, self.device)
         self._lo = torch.tensor(scene.lo, dtype=torch.float32, device=self.device)
@@ -53,8 +64,9 @@ class Renderer:
         for obj in self.scene.objects:
             c = obj.motion.centers(np.array([frame]))[0]
             R = obj.motion.rotations(np.array([frame]))[0]
-            poses.append(tuple(torch.tensor(a, dtype=torch.float32, device=self.device)
-                               for a in (c, R, obj.size)))
+            poses.append(
+                tuple(torch.tensor(a, dtype=torch.float32, device=self.device) for a in (c, R, obj.size))
+            )
         return poses
 
     def _nearest_object(self, o, d, poses, t_best, ids):
@@ -72,7 +84,6 @@ class Renderer:
             hit |= intersect_canonical(obj.kind, ((o - c) @ R) / S, (d @ R) / S) < 1.0
         return hit
 
-    @torch.no_grad()
     def render(self, K: np.ndarray, cam2world: np.ndarray, frame: float) -> dict[str, torch.Tensor]:
         """Render one frame.
 
@@ -86,6 +97,16 @@ class Renderer:
             "ids" [H, W] int64 surface ids (scene.py), "mask" [H, W] bool (dynamic objects),
             "normal" [H, W, 3] float32 world unit normals facing the camera.
         """
+        previous = torch.get_num_threads()
+        if self.num_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(self.num_threads)
+        try:
+            with torch.no_grad():
+                return self._render(K, cam2world, frame)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _render(self, K: np.ndarray, cam2world: np.ndarray, frame: float) -> dict[str, torch.Tensor]:
         H, W = self.height, self.width
         K_t = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=self.device)
         T = torch.as_tensor(np.asarray(cam2world), dtype=torch.float32, device=self.device)

@@ -126,8 +126,15 @@ def _mover(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, speed: floa
     return SceneObject(kind, size, motion, role="mover")
 
 
-def _fits(obj: SceneObject, frames: np.ndarray, cameras: np.ndarray, placed: list[SceneObject],
-          lo: np.ndarray, hi: np.ndarray, clearance: float) -> bool:
+def _fits(
+    obj: SceneObject,
+    frames: np.ndarray,
+    cameras: np.ndarray,
+    placed: list[SceneObject],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    clearance: float,
+) -> bool:
     """True when ``obj`` stays in the room, clear of every camera position and of placed objects."""
     centers = obj.motion.centers(frames)  # [N, 3]
     r = obj.radius
@@ -150,9 +157,18 @@ def _fits(obj: SceneObject, frames: np.ndarray, cameras: np.ndarray, placed: lis
     return True
 
 
-def sample_scene(rng: np.random.Generator, cameras: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 num_furniture: int = 8, num_posters: int = 4, num_dynamic: int = 0,
-                 clearance: float = 0.35, dynamic_speed: float = 0.02, max_tries: int = 200) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    cameras: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    num_furniture: int = 8,
+    num_posters: int = 4,
+    num_dynamic: int = 0,
+    clearance: float = 0.35,
+    dynamic_speed: float = 0.02,
+    max_tries: int = 200,
+) -> Scene:
     """Populate a room around a camera path.
 
     Args:
@@ -196,5 +212,12 @@ def sample_scene(rng: np.random.Generator, cameras: np.ndarray, lo: np.ndarray, 
         textures.append(random_texture(rng, scale_range=scale))
     centre = 0.5 * (lo + hi)
     light = np.array([centre[0] + rng.uniform(-1, 1), hi[1] - 0.25, centre[2] + rng.uniform(-1, 1)])
-    return Scene(lo=lo, hi=hi, objects=placed, textures=textures, light_position=light,
-                 light_intensity=float(rng.uniform(2.5, 4.5)), ambient=float(rng.uniform(0.2, 0.35)))
+    return Scene(
+        lo=lo,
+        hi=hi,
+        objects=placed,
+        textures=textures,
+        light_position=light,
+        light_intensity=float(rng.uniform(2.5, 4.5)),
+        ambient=float(rng.uniform(0.2, 0.35)),
+    )

@@ -70,8 +70,9 @@ class SynthConfig:
             raise ConfigError(f"fps and camera_speed: expected > 0, got {self.fps}, {self.camera_speed}")
 
 
-def random_intrinsics(rng: np.random.Generator, width: int, height: int,
-                      fov_range: tuple[float, float]) -> np.ndarray:
+def random_intrinsics(
+    rng: np.random.Generator, width: int, height: int, fov_range: tuple[float, float]
+) -> np.ndarray:
     """Square-pixel pinhole K with a random horizontal fov and the principal point near the centre."""
     fov = torch.tensor(np.deg2rad(rng.uniform(*fov_range)), dtype=torch.float64)
     f = float(focal_from_fov(fov, width))
@@ -99,8 +100,15 @@ def build_scene(config: SynthConfig, seed: int) -> SynthScene:
         kind = str(rng.choice(TRAJECTORY_KINDS))
     lo, hi = random_room(rng)
     cam2world = camera_trajectory(kind, config.num_frames, lo, hi, rng, speed=config.camera_speed)
-    scene = sample_scene(rng, cam2world[:, :3, 3], lo, hi, num_furniture=config.num_furniture,
-                         num_posters=config.num_posters, num_dynamic=config.num_dynamic)
+    scene = sample_scene(
+        rng,
+        cam2world[:, :3, 3],
+        lo,
+        hi,
+        num_furniture=config.num_furniture,
+        num_posters=config.num_posters,
+        num_dynamic=config.num_dynamic,
+    )
     K = random_intrinsics(rng, config.width, config.height, config.fov_range)
     return SynthScene(scene=scene, K=K, cam2world=cam2world, trajectory=kind)
 
@@ -111,8 +119,9 @@ class SyntheticFrameLoader:
 
     def __init__(self, built: SynthScene, config: SynthConfig, device: str = "cpu") -> None:
         self.built, self.config = built, config
-        self.renderer = Renderer(built.scene, config.width, config.height, shadows=config.shadows,
-                                 device=device)
+        self.renderer = Renderer(
+            built.scene, config.width, config.height, shadows=config.shadows, device=device
+        )
 
     def __call__(self, i: int) -> Frame:
         out = self.renderer.render(self.built.K, self.built.cam2world[i], frame=float(i))
@@ -127,8 +136,9 @@ class SyntheticFrameLoader:
         )
 
 
-def synthetic_sequence(config: SynthConfig, seed: int, name: str | None = None,
-                       device: str = "cpu") -> Sequence:
+def synthetic_sequence(
+    config: SynthConfig, seed: int, name: str | None = None, device: str = "cpu"
+) -> Sequence:
     """A streaming synthetic sequence; ``seq[i]`` renders frame i (image, depth, K, pose, mask).
 
     Args:
@@ -155,5 +165,11 @@ def synthetic_sequence(config: SynthConfig, seed: int, name: str | None = None,
         "num_dynamic_placed": len(built.scene.dynamic_ids),
         "world": "metres, y up, floor at y = 0; cameras OpenCV, cam2world",
     }
-    return Sequence(name=name or f"synth_{seed}", format="synthetic", root="", num_frames=config.num_frames,
-                    load=SyntheticFrameLoader(built, config, device), meta=meta)
+    return Sequence(
+        name=name or f"synth_{seed}",
+        format="synthetic",
+        root="",
+        num_frames=config.num_frames,
+        load=SyntheticFrameLoader(built, config, device),
+        meta=meta,
+    )

@@ -41,12 +41,19 @@ class TextureParams:
     seed: int
 
 
-def random_texture(rng: np.random.Generator, kinds: tuple[int, ...] = (CHECKER, STRIPES, BRICKS, NOISE),
-                   scale_range: tuple[float, float] = (0.08, 0.5)) -> TextureParams:
+def random_texture(
+    rng: np.random.Generator,
+    kinds: tuple[int, ...] = (CHECKER, STRIPES, BRICKS, NOISE),
+    scale_range: tuple[float, float] = (0.08, 0.5),
+) -> TextureParams:
     """Draw a texture: a random pattern kind, a random 3-colour palette, a random scale."""
     hue = rng.uniform(0.0, 1.0)
-    colors = np.stack([_hsv_to_rgb((hue + rng.normal(0.0, 0.08)) % 1.0, rng.uniform(0.2, 0.9),
-                                   rng.uniform(0.25, 0.95)) for _ in range(3)])
+    colors = np.stack(
+        [
+            _hsv_to_rgb((hue + rng.normal(0.0, 0.08)) % 1.0, rng.uniform(0.2, 0.9), rng.uniform(0.25, 0.95))
+            for _ in range(3)
+        ]
+    )
     colors[1] = _hsv_to_rgb(rng.uniform(0.0, 1.0), rng.uniform(0.1, 0.8), rng.uniform(0.1, 0.9))
     direction = rng.normal(size=3)
     return TextureParams(
@@ -133,8 +140,9 @@ def _bricks(q: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     return torch.where(mortar, torch.zeros_like(shade), shade)
 
 
-def shade_textures(points: torch.Tensor, surface: torch.Tensor,
-                   table: dict[str, torch.Tensor]) -> torch.Tensor:
+def shade_textures(
+    points: torch.Tensor, surface: torch.Tensor, table: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """Albedo of every pixel from its surface's texture, evaluated at its surface-frame point.
 
     Args:
@@ -171,15 +179,17 @@ def shade_textures(points: torch.Tensor, surface: torch.Tensor,
     return torch.clamp(albedo * grain[:, None], 0.0, 1.0)
 
 
-def texture_table(textures: list[TextureParams],
-                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def texture_table(
+    textures: list[TextureParams], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Stack a list of textures into tensors indexed by surface id."""
     return {
         "kind": torch.tensor([t.kind for t in textures], dtype=torch.int64, device=device),
         "colors": torch.tensor(np.stack([t.colors for t in textures]), dtype=torch.float32, device=device),
         "scale": torch.tensor([t.scale for t in textures], dtype=torch.float32, device=device),
-        "direction": torch.tensor(np.stack([t.direction for t in textures]), dtype=torch.float32,
-                                  device=device),
+        "direction": torch.tensor(
+            np.stack([t.direction for t in textures]), dtype=torch.float32, device=device
+        ),
         "noise_amount": torch.tensor([t.noise_amount for t in textures], dtype=torch.float32, device=device),
         "seed": torch.tensor([t.seed for t in textures], dtype=torch.int64, device=device),
     }

@@ -46,8 +46,14 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
         raise InputError(f"{path}: could not write the PNG (disk full or not writable?)")
 
 
-def write_tum_sequence(seq: Sequence, out: str | Path, fps: float = 30.0, video: bool = True,
-                       extra_meta: dict | None = None, progress: Callable[[int], None] | None = None) -> Path:
+def write_tum_sequence(
+    seq: Sequence,
+    out: str | Path,
+    fps: float = 30.0,
+    video: bool = True,
+    extra_meta: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
     """Render/read every frame of ``seq`` once and write the folder described in the module doc.
 
     Args:
@@ -93,8 +99,9 @@ def write_tum_sequence(seq: Sequence, out: str | Path, fps: float = 30.0, video:
             _imwrite(partial / "mask" / f"{ts}.png", np.where(mask, 255, 0).astype(np.uint8))
             if video:
                 if writer is None:
-                    writer = cv2.VideoWriter(str(partial / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             float(fps), (w, h))
+                    writer = cv2.VideoWriter(
+                        str(partial / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h)
+                    )
                     if not writer.isOpened():
                         raise InputError(f"{partial / 'video.mp4'}: OpenCV could not open an mp4v writer")
                 writer.write(np.ascontiguousarray(frame.image[:, :, ::-1]))
@@ -112,8 +119,12 @@ def write_tum_sequence(seq: Sequence, out: str | Path, fps: float = 30.0, video:
         raise InputError(f"{seq.name}: no frames to write")
     _list_file(partial / "rgb.txt", "color images", out.name, [(t, f"rgb/{n}.png") for t, n in rows])
     _list_file(partial / "depth.txt", "depth maps", out.name, [(t, f"depth/{n}.png") for t, n in rows])
-    _list_file(partial / "mask.txt", "dynamic masks (uint8, 255 = dynamic)", out.name,
-               [(t, f"mask/{n}.png") for t, n in rows])
+    _list_file(
+        partial / "mask.txt",
+        "dynamic masks (uint8, 255 = dynamic)",
+        out.name,
+        [(t, f"mask/{n}.png") for t, n in rows],
+    )
     write_tum(partial / "groundtruth.txt", np.array(stamps), np.stack(poses))
     with (partial / "intrinsics.txt").open("w") as f:
         f.write("# fx fy cx cy\n")

@@ -26,11 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=96, help="image height in pixels (default 96)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--dynamic", type=int, default=1, help="independently moving objects (default 1)")
-    parser.add_argument("--trajectory", choices=SEQUENCE_TRAJECTORIES, default="mixed",
-                        help="camera path kind; 'mixed' draws one per sequence (default)")
+    parser.add_argument(
+        "--trajectory",
+        choices=SEQUENCE_TRAJECTORIES,
+        default="mixed",
+        help="camera path kind; 'mixed' draws one per sequence (default)",
+    )
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of timestamps and video (30)")
-    parser.add_argument("--fov", type=float, nargs=2, default=(50.0, 90.0), metavar=("MIN", "MAX"),
-                        help="horizontal field-of-view range in degrees (default 50 90)")
+    parser.add_argument(
+        "--fov",
+        type=float,
+        nargs=2,
+        default=(50.0, 90.0),
+        metavar=("MIN", "MAX"),
+        help="horizontal field-of-view range in degrees (default 50 90)",
+    )
     parser.add_argument("--no-shadows", action="store_true", help="skip cast shadows (faster)")
     parser.add_argument("--no-video", action="store_true", help="do not write video.mp4")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,18 +85,29 @@ def main(args: argparse.Namespace) -> int:
     from data.synth import SynthConfig, synthetic_sequence, write_tum_sequence
 
     out = _check_args(args)
-    config = SynthConfig(num_frames=args.frames, width=args.width, height=args.height,
-                         trajectory=args.trajectory, num_dynamic=args.dynamic,
-                         fov_range=(float(args.fov[0]), float(args.fov[1])), fps=args.fps,
-                         shadows=not args.no_shadows)
+    config = SynthConfig(
+        num_frames=args.frames,
+        width=args.width,
+        height=args.height,
+        trajectory=args.trajectory,
+        num_dynamic=args.dynamic,
+        fov_range=(float(args.fov[0]), float(args.fov[1])),
+        fps=args.fps,
+        shadows=not args.no_shadows,
+    )
     with tqdm(total=args.count * args.frames, unit="frame", disable=args.quiet, desc="recon synth") as bar:
         for k in range(args.count):
             seed = sequence_seed(args.seed, k)
             seq = synthetic_sequence(config, seed=seed, name=f"seq_{k:03d}")
             bar.set_postfix_str(f"seq_{k:03d} {seq.meta['trajectory_kind']}")
-            write_tum_sequence(seq, out / f"seq_{k:03d}", fps=args.fps, video=not args.no_video,
-                               extra_meta={"command": "recon synth", "base_seed": args.seed, "index": k},
-                               progress=bar.update)
+            write_tum_sequence(
+                seq,
+                out / f"seq_{k:03d}",
+                fps=args.fps,
+                video=not args.no_video,
+                extra_meta={"command": "recon synth", "base_seed": args.seed, "index": k},
+                progress=bar.update,
+            )
     if not args.quiet:
         print(f"wrote {args.count} sequence(s) of {args.frames} frames to {out}")
     return 0
