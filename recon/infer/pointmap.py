@@ -13,7 +13,7 @@ import numpy as np
 import open3d as o3d
 
 from recon.errors import InputError
-from recon.infer.files import atomic_write
+from recon.files import atomic_write
 
 
 def _tensor_cloud(points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> o3d.t.geometry.PointCloud:

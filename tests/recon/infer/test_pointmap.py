@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from recon.errors import InputError
-from recon.infer.files import LineWriter, atomic_write
+from recon.files import LineWriter, atomic_write
 from recon.infer.pointmap import StreamingPointMap
 
 
