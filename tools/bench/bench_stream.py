@@ -1,0 +1,187 @@
+"""Benchmark: streaming latency and memory over long videos, per memory type, side by side.
+
+Streams N frames (default 10,000) through ``model.step`` for each memory type (``none``, ``gla``,
+``elastic``, ``ttt``, and the growing-cache baseline ``causal_attention``), each type in its own
+fresh process so resident memory is not shared. Per frame it records the step latency; every 100
+frames the resident set size (RSS). A run stops early when it passes ``--time-budget-s`` or
+``--rss-limit-mb`` (the baseline does: its cache and its per-frame cost grow with every frame); the
+frame where it stopped and why are recorded.
+
+Reported per type (quality bars in the design docs):
+- flatness = median latency of frames 9,900-10,000 / median of frames 100-200 (target <= 1.10);
+  when a run stops early, its last 100 frames are used and the table says which;
+- RSS growth from frame 1,000 to frame 10,000 in MB (target <= 50 MB) and peak RSS;
+- frames/s of the streaming step (median latency of frames 100-200).
+
+Outputs are computed and dropped (a real run streams them to disk); inputs are a textured pattern
+sliding across the frame, generated on the fly.
+
+Usage:
+    .venv/bin/python tools/bench/bench_stream.py --out bench_stream.json                 # full
+    .venv/bin/python tools/bench/bench_stream.py --frames 1200 --types gla,causal_attention  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run from a checkout without install
+
+ALL_TYPES = ("none", "gla", "elastic", "ttt", "causal_attention")
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Stream frames through one model in this process; return the measurements."""
+    import torch
+
+    from recon.model import build_model, load_model_config
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cfg = load_model_config(args.config, memory={"type": args.worker})
+    model = build_model(cfg).to(device).eval()
+    H, W = cfg.image_size
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, H, 4 * W, generator=g).to(device)
+    state = model.init_state(1, device=device)
+    latencies, rss, stop_reason = [], {}, "completed"
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for t in range(args.frames):
+            shift = t % (3 * W)
+            frame = base[..., shift:shift + W]
+            t0 = time.perf_counter()
+            out, state = model.step(frame, state)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            latencies.append(time.perf_counter() - t0)
+            del out
+            n = t + 1
+            if n % 100 == 0 or n == 1:
+                rss[n] = _rss_mb()
+                if rss[n] > args.rss_limit_mb:
+                    stop_reason = f"RSS {rss[n]:.0f} MB > limit {args.rss_limit_mb} MB"
+                    break
+                if time.perf_counter() - start > args.time_budget_s:
+                    stop_reason = f"time budget {args.time_budget_s:.0f} s used"
+                    break
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    return {"type": args.worker, "frames": len(latencies), "stop_reason": stop_reason,
+            "latency_s": latencies, "rss_mb": rss, "peak_rss_mb": peak,
+            "state_bytes_end": state.nbytes(), "total_s": time.perf_counter() - start}
+
+
+def summarize(run: dict, frames: int) -> dict:
+    """Flatness, RSS growth and frames/s from a worker's raw measurements."""
+    lat = run["latency_s"]
+    n = len(lat)
+    early = statistics.median(lat[100:200]) if n >= 200 else float("nan")
+    late_lo = min(frames, n) - 100
+    late = statistics.median(lat[late_lo:late_lo + 100]) if n >= 300 else float("nan")
+    rss = {int(k): v for k, v in run["rss_mb"].items()}
+    last = max(rss)
+    rss_from = rss.get(1000)
+    return {
+        "type": run["type"],
+        "frames_run": n,
+        "stop_reason": run["stop_reason"],
+        "median_ms_100_200": 1e3 * early,
+        "late_window": f"{late_lo}-{late_lo + 100}",
+        "median_ms_late": 1e3 * late,
+        "flatness": late / early,
+        "rss_mb_1000": rss_from,
+        f"rss_mb_{last}": rss[last],
+        "rss_growth_mb": (rss[last] - rss_from) if rss_from is not None else None,
+        "rss_growth_window": f"1000-{last}",
+        "peak_rss_mb": run["peak_rss_mb"],
+        "frames_per_s": 1.0 / early,
+        "state_mb_end": run["state_bytes_end"] / 2**20,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="tiny", help="model preset or YAML (default: tiny)")
+    parser.add_argument("--types", default=",".join(ALL_TYPES), help="comma-separated memory types")
+    parser.add_argument("--frames", type=int, default=10_000, help="frames per type")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--time-budget-s", type=float, default=1800.0, help="stop a type after this long")
+    parser.add_argument("--rss-limit-mb", type=float, default=8000.0, help="stop a type above this RSS")
+    parser.add_argument("--out", type=Path, help="write the summary and raw measurements as JSON")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        args.worker_out.write_text(json.dumps(worker(args)))
+        return 0
+
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    runs, rows = [], []
+    for mem in types:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run.json"
+            cmd = [sys.executable, __file__, "--worker", mem, "--worker-out", str(out),
+                   "--config", args.config, "--frames", str(args.frames), "--threads", str(args.threads),
+                   "--device", args.device, "--time-budget-s", str(args.time_budget_s),
+                   "--rss-limit-mb", str(args.rss_limit_mb)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 or not out.exists():
+                print(f"{mem}: worker failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}",
+                      file=sys.stderr)
+                rows.append({"type": mem, "error": proc.stderr[-2000:]})
+                continue
+            run = json.loads(out.read_text())
+        runs.append(run)
+        rows.append(summarize(run, args.frames))
+        r = rows[-1]
+        print(f"{mem}: {r['frames_run']} frames ({r['stop_reason']}), {r['frames_per_s']:.1f} frames/s, "
+              f"flatness {r['flatness']:.3f}, RSS growth {r['rss_growth_mb']} MB",
+              file=sys.stderr, flush=True)
+
+    print(f"\nconfig {args.config}, {args.frames} frames, device {args.device}, {args.threads} thread(s)\n")
+    print("| memory | frames run | ms/frame 100-200 | ms/frame late (window) | flatness | "
+          "RSS growth MB (window) | peak RSS MB | state MB at end | frames/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['type']} | failed | | | | | | | |")
+            continue
+        growth = ("n/a" if r["rss_growth_mb"] is None
+                  else f"{r['rss_growth_mb']:.1f} ({r['rss_growth_window']})")
+        print(f"| {r['type']} | {r['frames_run']} ({r['stop_reason']}) | {r['median_ms_100_200']:.2f} | "
+              f"{r['median_ms_late']:.2f} ({r['late_window']}) | {r['flatness']:.3f} | {growth} | "
+              f"{r['peak_rss_mb']:.0f} | {r['state_mb_end']:.2f} | {r['frames_per_s']:.1f} |")
+    if args.out:
+        import torch
+
+        meta = {"config": args.config, "frames": args.frames, "device": args.device, "threads": args.threads,
+                "time_budget_s": args.time_budget_s, "rss_limit_mb": args.rss_limit_mb,
+                "torch": torch.__version__, "python": platform.python_version(),
+                "machine": platform.platform(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+        raw = [{"type": r["type"], "latency_s": r["latency_s"], "rss_mb": r["rss_mb"]} for r in runs]
+        args.out.write_text(json.dumps({"meta": meta, "summary": rows, "raw": raw}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
