@@ -1,0 +1,218 @@
+"""Model weights on disk: safetensors + a YAML config beside them; Lightning ``.ckpt`` for resuming.
+
+An exported checkpoint is a folder::
+
+    OUT_DIR/model.safetensors   the network's state dict (float32 tensors, no pickle)
+    OUT_DIR/config.yaml         format, model (the ModelConfig as a mapping), signature, meta
+
+:func:`load_model` accepts that folder, the ``.safetensors`` file inside it, or a Lightning ``.ckpt``
+written by ``recon train`` (read with ``torch.load(weights_only=True)``: never unpickles code). A
+checkpoint whose tensors do not fit the model (another architecture) raises
+:class:`recon.errors.CheckpointError` listing the missing, unexpected and shape-mismatched keys.
+Configs are parsed as YAML data, never evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from recon.errors import CheckpointError, ConfigError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+FORMAT = "streamrecon-weights/1"
+# The network's attribute name inside the training LightningModule (state-dict prefix in .ckpt files).
+LIGHTNING_PREFIX = "net."
+# The checkpoint shipped with the package (trained on the synthetic dataset; see docs/training.md).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "checkpoints" / "tiny"
+
+_LIST_LIMIT = 8
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(model: nn.Module, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Export a :class:`recon.model.StreamReconModel` as ``model.safetensors`` + ``config.yaml``.
+
+    Args:
+        model: the network (its ``cfg`` is written to the config).
+        out_dir: folder to write (created; existing files of these two names are replaced atomically).
+        meta: JSON/YAML-serialisable facts to record (training recipe, step, data, metrics).
+
+    Returns:
+        the folder.
+    """
+    out_dir = Path(out_dir)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = {"format": FORMAT, "model": model.cfg.to_dict(), "signature": model.cfg.signature(),
+              "num_parameters": int(sum(p.numel() for p in model.parameters())), "meta": meta or {}}
+    metadata = {"format": FORMAT, "signature": config["signature"]}
+    _atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
+    text = yaml.safe_dump(config, sort_keys=False)
+    _atomic_write(out_dir / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    return out_dir
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.yaml`` of an exported checkpoint (CheckpointError when missing or invalid)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: missing (an exported checkpoint needs {CONFIG_NAME} beside {WEIGHTS_NAME})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path}: expected a mapping with a 'model' section (written by recon export)")
+    return data
+
+
+def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict]:
+    """Network config, network state dict and training facts from a ``recon train`` ``.ckpt``.
+
+    Loaded with ``torch.load(weights_only=True)``.
+
+    Returns:
+        (model config mapping, state dict with the ``net.`` prefix removed, {"global_step", "epoch"}).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file (expected a Lightning .ckpt)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors of many kinds: corrupt file or foreign objects
+        raise CheckpointError(f"{path}: cannot be read as a weights-only Lightning checkpoint ({e})") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    hparams = ckpt.get("hyper_parameters") or {}
+    net_cfg = hparams.get("net")
+    if not isinstance(net_cfg, dict):
+        raise CheckpointError(
+            f"{path}: no network config in hyper_parameters['net'] (not written by recon train)")
+    n = len(LIGHTNING_PREFIX)
+    state = {k[n:]: v for k, v in ckpt["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)}
+    if not state:
+        raise CheckpointError(f"{path}: no '{LIGHTNING_PREFIX}*' weights in its state_dict")
+    return net_cfg, state, {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _LIST_LIMIT else "")
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly; CheckpointError listing every kind of mismatch.
+
+    Args:
+        model: the network to fill.
+        state: tensors by parameter / buffer name.
+        source: where they came from (for the message).
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
+                        for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        parts = [f"{source}: checkpoint does not fit this model (another architecture?)"]
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches: {_listing(mismatched)}")
+        raise CheckpointError("; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _locate(source: str | Path) -> tuple[str, Path]:
+    """('export', folder) or ('lightning', file) for a checkpoint path."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file():
+            return "export", path
+        raise CheckpointError(
+            f"{path}: folder has no {WEIGHTS_NAME} (expected a folder written by recon export)")
+    if path.suffix == ".safetensors" and path.is_file():
+        return "export", path.parent
+    if path.suffix == ".ckpt" and path.is_file():
+        return "lightning", path
+    expected = f"expected an exported folder, {WEIGHTS_NAME} or a Lightning .ckpt"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint ({expected})")
+    raise CheckpointError(f"{path}: unknown checkpoint type ({expected})")
+
+
+def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
+               model_config: Any = None) -> nn.Module:
+    """Build the network a checkpoint describes and load its weights (in eval mode).
+
+    Args:
+        source: an exported folder (``model.safetensors`` + ``config.yaml``), the ``.safetensors``
+            file in it, or a Lightning ``.ckpt`` from ``recon train``. Default: the shipped tiny model.
+        device: where to put the model.
+        model_config: optional architecture to build instead of the checkpoint's own config (a
+            preset name, YAML path, dict or ModelConfig); the weights must fit it.
+
+    Returns:
+        :class:`recon.model.StreamReconModel` in eval mode.
+
+    Raises:
+        CheckpointError: missing / unreadable files, or weights of another architecture.
+    """
+    from recon.model import build_model
+
+    kind, path = _locate(source)
+    if kind == "export":
+        cfg = read_config(path / CONFIG_NAME)["model"]
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
+    else:
+        cfg, state, _ = read_lightning_checkpoint(path)
+    try:
+        model = build_model(model_config if model_config is not None else cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its model config is invalid ({e})") from e
+    load_state_checked(model, state, str(path))
+    return model.to(device).eval()
+
+
+def export_checkpoint(source: str | Path, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Convert a ``.ckpt`` (or re-write an exported folder) into ``out_dir`` as safetensors + config.
+
+    Returns:
+        ``out_dir``.
+    """
+    kind, path = _locate(source)
+    facts: dict[str, Any] = {"source": str(path)}
+    if kind == "lightning":
+        _, _, training = read_lightning_checkpoint(path)
+        facts.update({k: v for k, v in training.items() if v is not None})
+    else:
+        facts.update(read_config(path / CONFIG_NAME).get("meta") or {})
+    model = load_model(path)
+    return save_weights(model, out_dir, {**facts, **(meta or {})})

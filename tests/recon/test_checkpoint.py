@@ -1,0 +1,118 @@
+"""Checkpoint IO: safetensors + config round trip, weights-only Lightning .ckpt, clear mismatch errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from recon.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_model,
+    read_lightning_checkpoint,
+    save_weights,
+)
+from recon.cli import main as recon_main
+from recon.errors import CheckpointError
+from recon.model import build_model
+
+SMALL = {"name": "test", "image_size": [32, 48], "dim": 48, "depth": 2, "num_heads": 2, "window": 2,
+         "memory": {"type": "elastic", "depths": [1]},
+         "head": {"features": 16, "levels": [0, 1], "camera_hidden": 32}}
+
+
+def _small(**over):
+    cfg = {**SMALL, **over}
+    return build_model(cfg)
+
+
+def _assert_same_function(a, b):
+    video = torch.rand(1, 3, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_a, out_b = a.eval()(video), b.eval()(video)
+    for key in ("depth", "depth_conf", "cam2world", "world_points"):
+        torch.testing.assert_close(out_a[key], out_b[key], rtol=0, atol=0, msg=key)
+
+
+def test_export_round_trip_gives_the_same_network(tmp_path):
+    model = _small()
+    save_weights(model, tmp_path / "exp", {"step": 7})
+    assert (tmp_path / "exp" / WEIGHTS_NAME).is_file()
+    cfg = yaml.safe_load((tmp_path / "exp" / CONFIG_NAME).read_text())
+    assert cfg["model"]["dim"] == 48 and cfg["meta"] == {"step": 7}
+    # The file holds every tensor of the state dict, bit for bit (read back with safetensors itself).
+    stored = load_file(str(tmp_path / "exp" / WEIGHTS_NAME))
+    assert set(stored) == set(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(stored[key], value), key
+    loaded = load_model(tmp_path / "exp")
+    _assert_same_function(model, loaded)
+    # Also through the .safetensors path.
+    _assert_same_function(model, load_model(tmp_path / "exp" / WEIGHTS_NAME))
+
+
+def _fake_lightning_ckpt(path, model, step=11):
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}, "global_step": step,
+            "epoch": 0, "hyper_parameters": {"net": model.cfg.to_dict()}}
+    torch.save(ckpt, path)
+
+
+def test_lightning_ckpt_loads_weights_only_and_exports(tmp_path):
+    model = _small()
+    _fake_lightning_ckpt(tmp_path / "run.ckpt", model)
+    cfg, state, facts = read_lightning_checkpoint(tmp_path / "run.ckpt")
+    assert facts["global_step"] == 11 and cfg["dim"] == 48 and set(state) == set(model.state_dict())
+    _assert_same_function(model, load_model(tmp_path / "run.ckpt"))
+    assert recon_main(["export", str(tmp_path / "run.ckpt"), str(tmp_path / "out")]) == 0
+    meta = yaml.safe_load((tmp_path / "out" / CONFIG_NAME).read_text())["meta"]
+    assert meta["global_step"] == 11
+    _assert_same_function(model, load_model(tmp_path / "out"))
+
+
+def test_pickled_code_in_ckpt_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": {}, "hyper_parameters": {"net": Evil()}}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        read_lightning_checkpoint(tmp_path / "evil.ckpt")
+
+
+def test_other_architecture_lists_missing_unexpected_and_mismatched_keys(tmp_path):
+    save_weights(_small(), tmp_path / "elastic")
+    with pytest.raises(CheckpointError) as err:
+        other = {**SMALL, "dim": 64, "memory": {"type": "ttt", "depths": [0]}}
+        load_model(tmp_path / "elastic", model_config=other)
+    msg = str(err.value)
+    assert "shape mismatches" in msg and "(checkpoint [" in msg
+    assert "missing keys" in msg and "unexpected keys" in msg
+    assert str(tmp_path / "elastic") in msg
+
+
+@pytest.mark.parametrize("case", ["missing-dir", "empty-dir", "not-safetensors", "wrong-suffix"])
+def test_bad_checkpoint_paths_raise_checkpoint_error(tmp_path, case):
+    if case == "missing-dir":
+        path = tmp_path / "nope"
+    elif case == "empty-dir":
+        path = tmp_path / "empty"
+        path.mkdir()
+    elif case == "not-safetensors":
+        path = tmp_path / "bad"
+        path.mkdir()
+        (path / WEIGHTS_NAME).write_bytes(b"garbage")
+        (path / CONFIG_NAME).write_text(yaml.safe_dump({"model": SMALL}))
+    else:
+        path = tmp_path / "weights.bin"
+        path.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_model(path)
+
+
+def test_export_cli_reports_error_without_traceback(tmp_path, capsys):
+    assert recon_main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.ckpt" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
