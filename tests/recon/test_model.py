@@ -264,3 +264,15 @@ def test_causal_attention_memory_matches_a_per_token_softmax_loop():
     ref = layer.proj(ref.reshape(B, T, P, 16))
     assert_rel_close(ref, y, 1e-12, "y")
     assert cache.k.shape == (B, h, T * P, d)
+
+
+def test_every_parameter_gets_a_gradient_from_the_outputs():
+    torch.manual_seed(0)
+    net = build_model(dict(SMALL)).train()
+    out = net(_video(1, 3))
+    loss = (out["depth"].log().mean() + out["depth_conf"].mean() + out["pose_enc"].square().mean()
+            + out["world_points"].abs().mean())
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing, f"no gradient for {missing}"
