@@ -14,6 +14,10 @@ than ``max_dt`` s apart, TUM's associate.py rule). RGB frames without a depth im
 (``meta["frames_without_pose"]``). Intrinsics come from the ``K`` option, else ``intrinsics.txt``,
 else the sequence name (``freiburg1/2/3`` or ``fr1/2/3``, ``rgbd_bonn``); otherwise an error says
 what to provide.
+
+Bonn RGB-D Dynamic uses the same layout and depth scale; its groundtruth.txt is read as given
+(motion-capture marker poses; the marker-to-camera correction printed on the dataset page is not
+applied, as in the usual Sim(3)-aligned evaluations), which ``meta["pose_note"]`` records.
 """
 
 from __future__ import annotations
@@ -204,6 +208,8 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
 
     variant = "bonn" if "bonn" in root.resolve().name.lower() else "tum"
     meta["variant"] = variant
+    if variant == "bonn":
+        meta["pose_note"] = "groundtruth.txt as given (marker poses; marker-to-camera correction not applied)"
     return Sequence(
         name=root.resolve().name,
         format=FORMAT,
