@@ -114,13 +114,18 @@ def _poster(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, index: int
     return SceneObject("box", size, Motion(center0=center, rotation0=rotation), role="poster")
 
 
-def _mover(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, speed: float) -> SceneObject:
+def _mover(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, speed: float, cam2world: np.ndarray
+) -> SceneObject:
     kind = str(rng.choice(["ellipsoid", "box", "ellipsoid"]))
     r = rng.uniform(0.12, 0.35)
     size = r * (np.ones(3) if kind == "ellipsoid" else rng.uniform(0.6, 1.3, size=3))
     motion_kind = "bounce" if kind == "ellipsoid" and rng.uniform() < 0.5 else "oscillate"
-    xz = rng.uniform(lo[[0, 2]] + 0.5, hi[[0, 2]] - 0.5)
-    y = size[1] if motion_kind == "bounce" else rng.uniform(0.4, hi[1] - 0.6)
+    # Start 1.2-3.5 m in front of the camera at a random frame, so moving objects are seen.
+    pose = cam2world[rng.integers(cam2world.shape[0])]
+    anchor = pose[:3, 3] + pose[:3, 2] * rng.uniform(1.2, 3.5) + rng.normal(0.0, 0.3, size=3)
+    xz = np.clip(anchor[[0, 2]], lo[[0, 2]] + 0.5, hi[[0, 2]] - 0.5)
+    y = size[1] if motion_kind == "bounce" else float(np.clip(anchor[1], 0.4, hi[1] - 0.6))
     rotation = axis_angle_to_rotmat(np.array([0.0, 1.0, 0.0]), np.array([rng.uniform(0, 2 * np.pi)]))[0]
     motion = random_motion(rng, motion_kind, np.array([xz[0], y, xz[1]]), rotation, speed=speed)
     return SceneObject(kind, size, motion, role="mover")
@@ -159,7 +164,7 @@ def _fits(
 
 def sample_scene(
     rng: np.random.Generator,
-    cameras: np.ndarray,
+    cam2world: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
     num_furniture: int = 8,
@@ -173,7 +178,7 @@ def sample_scene(
 
     Args:
         rng: numpy generator (the only source of randomness).
-        cameras: [N, 3] camera centres of every frame (world, metres).
+        cam2world: [N, 4, 4] camera poses of every frame (OpenCV camera, world metres).
         lo, hi: [3] room corners.
         num_furniture, num_posters, num_dynamic: how many of each to try to place.
         clearance: minimum gap between any camera centre and any object's bounding sphere, metres.
@@ -184,6 +189,7 @@ def sample_scene(
         The scene. Objects that found no free spot are left out (``len(scene.objects)`` says
         how many were placed).
     """
+    cameras = cam2world[:, :3, 3]
     frames = np.arange(cameras.shape[0], dtype=np.float64)
     placed: list[SceneObject] = []
     jobs = [("mover", num_dynamic), ("furniture", num_furniture), ("poster", num_posters)]
@@ -191,7 +197,7 @@ def sample_scene(
         for index in range(count):
             for _ in range(max_tries):
                 if role == "mover":
-                    obj = _mover(rng, lo, hi, dynamic_speed)
+                    obj = _mover(rng, lo, hi, dynamic_speed, cam2world)
                 elif role == "furniture":
                     obj = _furniture(rng, lo, hi)
                 else:

@@ -102,7 +102,7 @@ def build_scene(config: SynthConfig, seed: int) -> SynthScene:
     cam2world = camera_trajectory(kind, config.num_frames, lo, hi, rng, speed=config.camera_speed)
     scene = sample_scene(
         rng,
-        cam2world[:, :3, 3],
+        cam2world,
         lo,
         hi,
         num_furniture=config.num_furniture,

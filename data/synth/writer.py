@@ -83,6 +83,16 @@ def write_tum_sequence(
     except OSError as err:
         raise InputError(f"{out}: cannot create the folder ({err.strerror})") from err
 
+    try:
+        _write_frames_and_lists(seq, partial, out, fps, video, extra_meta, progress)
+    except BaseException:  # incl. Ctrl-C: leave nothing half-written behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(out)
+    return out
+
+
+def _write_frames_and_lists(seq, partial: Path, out: Path, fps, video, extra_meta, progress) -> None:
     writer = None
     rows: list[tuple[str, str]] = []
     stamps, poses, K = [], [], None
@@ -142,8 +152,6 @@ def write_tum_sequence(
         **(extra_meta or {}),
     }
     (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    partial.rename(out)
-    return out
 
 
 def _jsonable(value) -> bool:
