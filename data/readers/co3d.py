@@ -106,7 +106,12 @@ def _resolve(bases: tuple[Path, ...], rel: str, what: str) -> Path:
 
 
 def load_annotated_sequence(
-    annotation_path: Path, sequence: str, format_name: str, root: Path, camera: str | None = None
+    annotation_path: Path,
+    sequence: str,
+    format_name: str,
+    root: Path,
+    camera: str | None = None,
+    annotations: list[dict] | None = None,
 ) -> Sequence:
     """Read one sequence described by a CO3D-style annotation list (CO3Dv2, Dynamic Replica).
 
@@ -116,12 +121,15 @@ def load_annotated_sequence(
         format_name: ``Sequence.format``.
         root: the path the user gave (recorded in the Sequence).
         camera: keep only frames whose ``camera_name`` equals it (stereo datasets), if given.
+        annotations: the parsed file when the caller already read it.
 
     Returns:
         Sequence sorted by frame_number: depth float32 scene units (0 invalid), K pixels,
         cam2world OpenCV.
     """
-    frames = [a for a in read_frame_annotations(annotation_path) if a.get("sequence_name") == sequence]
+    if annotations is None:
+        annotations = read_frame_annotations(annotation_path)
+    frames = [a for a in annotations if a.get("sequence_name") == sequence]
     if camera is not None and any("camera_name" in a for a in frames):
         frames = [a for a in frames if a.get("camera_name") == camera]
     if not frames:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.readers.co3d import load_annotated_sequence
+from data.readers.co3d import load_annotated_sequence, read_frame_annotations
 from data.schema import Sequence
 from recon.errors import InputError
 
@@ -46,16 +46,12 @@ def load(root: Path, sequence: str | None = None, camera: str = "left") -> Seque
     parent = _annotation_file(root_r.parent)
     if parent is None:
         raise InputError(f"{root_r.parent}: missing frame_annotations_<split>.jgz (Dynamic Replica layout)")
+    annotations = read_frame_annotations(parent)
     if sequence is None:
+        sequence = root_r.name
+        names = {a.get("sequence_name") for a in annotations}
         # Sequence folders are named either <sequence_name> or <sequence_name>_<camera>.
         for cam in ("left", "right"):
-            if root_r.name.endswith(f"_{cam}") and f'"{root_r.name}"' not in _annotation_text(parent):
-                return load_annotated_sequence(parent, root_r.name[: -len(cam) - 1], FORMAT, root, camera=cam)
-    return load_annotated_sequence(parent, sequence or root_r.name, FORMAT, root, camera=camera)
-
-
-def _annotation_text(path: Path) -> str:
-    import gzip
-
-    with gzip.open(path, "rt", encoding="utf8", errors="replace") as f:
-        return f.read()
+            if sequence not in names and sequence.endswith(f"_{cam}") and sequence[: -len(cam) - 1] in names:
+                sequence, camera = sequence[: -len(cam) - 1], cam
+    return load_annotated_sequence(parent, sequence, FORMAT, root, camera=camera, annotations=annotations)

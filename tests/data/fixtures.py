@@ -307,7 +307,7 @@ def write_kitti_depth(root: Path, gt: GroundTruth) -> Written:
     stamps = []
     for i in range(len(gt.images)):
         imwrite_rgb(drive / "image_02" / "data" / f"{i:010d}.png", gt.images[i])
-        stamps.append(f"2011-09-26 13:02:25.{964389445 + i * 103000000:09d}"[:29])
+        stamps.append(f"2011-09-26 13:02:{25 + i * 0.103:012.9f}")  # e.g. 13:02:25.103000000
         if i > 0:
             path = drive / "proj_depth" / "groundtruth" / "image_02" / f"{i:010d}.png"
             imwrite_u16(path, quantise(gt.depth[i], 256.0, invalid[i]))

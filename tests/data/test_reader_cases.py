@@ -162,6 +162,9 @@ def test_dynamic_replica_right_camera(tmp_path):
         w.root.parent, format="dynamic_replica", sequence="009850-3_obj_source", camera="right"
     )
     np.testing.assert_allclose(seq[1].cam2world, right.cam2world[1], atol=1e-6)
+    by_folder = load_sequence(w.root.parent / "009850-3_obj_source_right")  # camera from the folder name
+    assert by_folder.name == "009850-3_obj_source"
+    np.testing.assert_allclose(by_folder[0].cam2world, right.cam2world[0], atol=1e-6)
 
 
 def test_dynamic_replica_frame_numbers_must_be_integers(tmp_path):
@@ -193,7 +196,17 @@ def test_vkitti2_right_camera_pose(tmp_path):
     assert seq[0].depth is None  # no Camera_1 depth folder in this fixture
 
 
-# ------------------------------------------------------------------ KITTI odometry, ScanNet++ fisheye
+# ------------------------------------------------------------------ KITTI, ScanNet++ fisheye
+
+
+def test_kitti_depth_timestamps_and_missing_calib(tmp_path):
+    w = fx.write_kitti_depth(tmp_path, fx.render(3))
+    seq = load_sequence(w.root)
+    # raw timestamps.txt: 0.103 s apart, relative to the drive's first image (frame 0 has no depth)
+    assert [round(f.timestamp, 6) for f in seq] == [0.103, 0.206]
+    (w.root.parent / "calib_cam_to_cam.txt").unlink()
+    with pytest.raises(InputError, match="missing calib_cam_to_cam.txt"):
+        load_sequence(w.root)
 
 
 def test_kitti_odometry_poses_of_colour_camera(tmp_path):
