@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
+
+from tools.bench.common import markdown_table, synchronize, write_json  # noqa: E402
 
 ALL_TYPES = ("none", "gla", "elastic", "ttt", "causal_attention")
 
@@ -61,17 +62,17 @@ def worker(args: argparse.Namespace) -> dict:
     g = torch.Generator().manual_seed(0)
     base = torch.rand(1, 3, H, 4 * W, generator=g).to(device)
     state = model.init_state(1, device=device)
-    latencies, rss, stop_reason = [], {}, "completed"
+    latencies, cpu, rss, stop_reason = [], [], {}, "completed"
     start = time.perf_counter()
     with torch.inference_mode():
         for t in range(args.frames):
             shift = t % (3 * W)
             frame = base[..., shift:shift + W]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             out, state = model.step(frame, state)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             latencies.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
             del out
             n = t + 1
             if n % 100 == 0 or n == 1:
@@ -83,18 +84,30 @@ def worker(args: argparse.Namespace) -> dict:
                     stop_reason = f"time budget {args.time_budget_s:.0f} s used"
                     break
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
-    return {"type": args.worker, "frames": len(latencies), "stop_reason": stop_reason,
-            "latency_s": latencies, "rss_mb": rss, "peak_rss_mb": peak,
+    return {"type": args.worker, "frames": len(latencies), "threads": args.threads, "device": args.device,
+            "stop_reason": stop_reason,
+            "latency_s": latencies, "cpu_s": cpu, "rss_mb": rss, "peak_rss_mb": peak,
             "state_bytes_end": state.nbytes(), "total_s": time.perf_counter() - start}
 
 
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
 def summarize(run: dict, frames: int) -> dict:
-    """Flatness, RSS growth and frames/s from a worker's raw measurements."""
-    lat = run["latency_s"]
-    n = len(lat)
-    early = statistics.median(lat[100:200]) if n >= 200 else float("nan")
-    late_lo = min(frames, n) - 100
-    late = statistics.median(lat[late_lo:late_lo + 100]) if n >= 300 else float("nan")
+    """Flatness, RSS growth and frames/s from a worker's raw measurements.
+
+    Latency is measured twice per frame: wall clock, and CPU time of the (single) compute thread.
+    On a shared CPU the wall clock also counts time the process waited for a core, so flatness is
+    computed from CPU time when the run used one thread (on CUDA: from wall time).
+    """
+    n = len(run["latency_s"])
+    late_lo = max(min(frames, n) - 100, 0)
+    use_cpu = run.get("threads", 1) == 1 and run.get("device", "cpu") == "cpu"
+    lat = run["cpu_s"] if use_cpu else run["latency_s"]
+    early, late = _median(lat[100:200]), _median(lat[late_lo:late_lo + 100])
+    wall = run["latency_s"]
+    wall_early, wall_late = _median(wall[100:200]), _median(wall[late_lo:late_lo + 100])
     rss = {int(k): v for k, v in run["rss_mb"].items()}
     last = max(rss)
     rss_from = rss.get(1000)
@@ -102,16 +115,20 @@ def summarize(run: dict, frames: int) -> dict:
         "type": run["type"],
         "frames_run": n,
         "stop_reason": run["stop_reason"],
+        "clock": "thread CPU time" if use_cpu else "wall",
         "median_ms_100_200": 1e3 * early,
         "late_window": f"{late_lo}-{late_lo + 100}",
         "median_ms_late": 1e3 * late,
         "flatness": late / early,
+        "wall_median_ms_100_200": 1e3 * wall_early,
+        "wall_median_ms_late": 1e3 * wall_late,
+        "wall_flatness": wall_late / wall_early,
         "rss_mb_1000": rss_from,
         f"rss_mb_{last}": rss[last],
         "rss_growth_mb": (rss[last] - rss_from) if rss_from is not None else None,
         "rss_growth_window": f"1000-{last}",
         "peak_rss_mb": run["peak_rss_mb"],
-        "frames_per_s": 1.0 / early,
+        "frames_per_s": 1.0 / early,  # compute-bound rate (CPU time on one thread)
         "state_mb_end": run["state_bytes_end"] / 2**20,
     }
 
@@ -123,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=10_000, help="frames per type")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="memory types run at once, each in its own process (CPU time per frame is "
+                        "what flatness uses, so parallel runs do not distort it)")
     parser.add_argument("--time-budget-s", type=float, default=1800.0, help="stop a type after this long")
     parser.add_argument("--rss-limit-mb", type=float, default=8000.0, help="stop a type above this RSS")
     parser.add_argument("--out", type=Path, help="write the summary and raw measurements as JSON")
@@ -136,50 +156,56 @@ def main(argv: list[str] | None = None) -> int:
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     runs, rows = [], []
-    for mem in types:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.json"
-            cmd = [sys.executable, __file__, "--worker", mem, "--worker-out", str(out),
-                   "--config", args.config, "--frames", str(args.frames), "--threads", str(args.threads),
-                   "--device", args.device, "--time-budget-s", str(args.time_budget_s),
-                   "--rss-limit-mb", str(args.rss_limit_mb)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pending, active = list(types), []
+        while pending or active:
+            while pending and len(active) < args.jobs:  # launch up to --jobs workers at once
+                mem = pending.pop(0)
+                out = Path(tmp) / f"{mem}.json"
+                cmd = [sys.executable, __file__, "--worker", mem, "--worker-out", str(out),
+                       "--config", args.config, "--frames", str(args.frames), "--threads", str(args.threads),
+                       "--device", args.device, "--time-budget-s", str(args.time_budget_s),
+                       "--rss-limit-mb", str(args.rss_limit_mb)]
+                active.append((mem, out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
+            mem, out, proc = active.pop(0)
+            _, err = proc.communicate()
             if proc.returncode != 0 or not out.exists():
-                print(f"{mem}: worker failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}",
-                      file=sys.stderr)
-                rows.append({"type": mem, "error": proc.stderr[-2000:]})
+                print(f"{mem}: worker failed (exit {proc.returncode}):\n{err[-2000:]}", file=sys.stderr)
+                rows.append({"type": mem, "error": err[-2000:]})
                 continue
             run = json.loads(out.read_text())
-        runs.append(run)
-        rows.append(summarize(run, args.frames))
-        r = rows[-1]
-        print(f"{mem}: {r['frames_run']} frames ({r['stop_reason']}), {r['frames_per_s']:.1f} frames/s, "
-              f"flatness {r['flatness']:.3f}, RSS growth {r['rss_growth_mb']} MB",
-              file=sys.stderr, flush=True)
+            runs.append(run)
+            rows.append(summarize(run, args.frames))
+            r = rows[-1]
+            print(f"{mem}: {r['frames_run']} frames ({r['stop_reason']}), {r['frames_per_s']:.1f} frames/s, "
+                  f"flatness {r['flatness']:.3f}, RSS growth {r['rss_growth_mb']} MB",
+                  file=sys.stderr, flush=True)
 
     print(f"\nconfig {args.config}, {args.frames} frames, device {args.device}, {args.threads} thread(s)\n")
-    print("| memory | frames run | ms/frame 100-200 | ms/frame late (window) | flatness | "
-          "RSS growth MB (window) | peak RSS MB | state MB at end | frames/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = []
     for r in rows:
         if "error" in r:
-            print(f"| {r['type']} | failed | | | | | | | |")
+            table.append({"memory": r["type"], "frames run": "failed"})
             continue
         growth = ("n/a" if r["rss_growth_mb"] is None
                   else f"{r['rss_growth_mb']:.1f} ({r['rss_growth_window']})")
-        print(f"| {r['type']} | {r['frames_run']} ({r['stop_reason']}) | {r['median_ms_100_200']:.2f} | "
-              f"{r['median_ms_late']:.2f} ({r['late_window']}) | {r['flatness']:.3f} | {growth} | "
-              f"{r['peak_rss_mb']:.0f} | {r['state_mb_end']:.2f} | {r['frames_per_s']:.1f} |")
+        table.append({
+            "memory": r["type"], "frames run": f"{r['frames_run']} ({r['stop_reason']})",
+            "clock": r["clock"], "ms/frame 100-200": r["median_ms_100_200"],
+            "ms/frame late (window)": f"{r['median_ms_late']:.2f} ({r['late_window']})",
+            "flatness": r["flatness"], "wall flatness": r["wall_flatness"],
+            "RSS growth MB (window)": growth, "peak RSS MB": r["peak_rss_mb"],
+            "state MB at end": r["state_mb_end"], "frames/s": r["frames_per_s"],
+        })
+    print(markdown_table(table))
     if args.out:
-        import torch
-
-        meta = {"config": args.config, "frames": args.frames, "device": args.device, "threads": args.threads,
-                "time_budget_s": args.time_budget_s, "rss_limit_mb": args.rss_limit_mb,
-                "torch": torch.__version__, "python": platform.python_version(),
-                "machine": platform.platform(),
-                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-        raw = [{"type": r["type"], "latency_s": r["latency_s"], "rss_mb": r["rss_mb"]} for r in runs]
-        args.out.write_text(json.dumps({"meta": meta, "summary": rows, "raw": raw}, indent=1))
+        settings = {"config": args.config, "frames": args.frames, "device": args.device,
+                    "threads": args.threads, "time_budget_s": args.time_budget_s,
+                    "rss_limit_mb": args.rss_limit_mb,
+                    "command": " ".join(["tools/bench/bench_stream.py", *(argv or sys.argv[1:])])}
+        raw = [{"type": r["type"], "latency_s": r["latency_s"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"]}
+               for r in runs]
+        write_json(args.out, "bench_stream", rows, settings=settings, raw=raw)
     return 0
 
 
