@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import read_float16_depth_png, read_mask_png, read_rgb, require_file
-from data.readers.poses import check_pose, invert_rigid
+from data.readers.poses import invert_rigid
 from data.schema import Frame, Sequence
 from recon.errors import InputError
 
@@ -95,7 +95,7 @@ def opencv_from_pytorch3d(
     world2cam = np.eye(4)
     world2cam[:3, :3] = F @ R.T  # row-vector X_cam = X_world @ R + T  ->  column X_cam = R^T X_world + T
     world2cam[:3, 3] = F @ T
-    return K, check_pose(invert_rigid(check_pose(world2cam, source)), source)
+    return K, invert_rigid(world2cam, source)
 
 
 def _resolve(bases: tuple[Path, ...], rel: str, what: str) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import list_images, read_depth_png, read_rgb, require_dir, require_file
-from data.readers.poses import check_pose, invert_rigid
+from data.readers.poses import invert_rigid
 from data.schema import Frame, Sequence
 from recon.errors import InputError
 
@@ -57,14 +57,9 @@ def load(root: Path) -> Sequence:
             f"{root / 'anno.npz'}: expected intrinsics [{n}, 3, 3] and extrinsics [{n}, 4, 4] for "
             f"{n} images, got {list(Ks.shape)} and {list(world2cam.shape)}"
         )
+    # anno.npz "extrinsics" are world2cam (OpenCV camera axes): invert once.
     cam2world = np.stack(
-        [
-            check_pose(
-                invert_rigid(check_pose(world2cam[i], f"{root / 'anno.npz'} (extrinsics[{i}])")),
-                f"{root / 'anno.npz'} (extrinsics[{i}])",
-            )
-            for i in range(n)
-        ]
+        [invert_rigid(world2cam[i], f"{root / 'anno.npz'} (extrinsics[{i}])") for i in range(n)]
     )
     if not np.isfinite(Ks).all():
         raise InputError(f"{root / 'anno.npz'}: non-finite intrinsics")

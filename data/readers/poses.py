@@ -1,23 +1,29 @@
-"""Pose helpers for the readers (numpy, float64): quaternions via scipy, rigid checks, inverses.
+"""Pose helpers for the readers: numpy in/out around :mod:`recon.geometry` (the one implementation
+of quaternions, rigid checks and inverses), with errors re-raised as InputError naming the file.
 
-Conventions: 4x4 ``cam2world`` with an OpenCV camera (x right, y down, z forward). Quaternion
-order is named in every argument (``quat_xyzw`` as in TUM files and scipy; ``quat_wxyz`` as in
+Conventions: 4x4 float64 ``cam2world`` with an OpenCV camera (x right, y down, z forward).
+Quaternion order is named in every argument (``quat_xyzw`` as in TUM files; ``quat_wxyz`` as in
 COLMAP).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+import torch
 
-from recon.errors import InputError
+from recon import geometry
+from recon.errors import InputError, ShapeError
+
+
+def _torch(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
 def pose_from_quat_xyzw(t: np.ndarray, quat_xyzw: np.ndarray, source: str) -> np.ndarray:
     """4x4 transform from a translation [3] and a quaternion [4] in (x, y, z, w) order.
 
-    The quaternion must be finite with norm within 1% of 1 (files store unit quaternions rounded
-    to a few decimals; it is renormalised).
+    The quaternion must be finite with a norm within 1% of 1 (files store unit quaternions
+    rounded to a few decimals; it is renormalised).
 
     Raises:
         InputError naming ``source`` when values are non-finite or the quaternion is not unit.
@@ -29,10 +35,8 @@ def pose_from_quat_xyzw(t: np.ndarray, quat_xyzw: np.ndarray, source: str) -> np
     norm = np.linalg.norm(q)
     if abs(norm - 1.0) > 1e-2:
         raise InputError(f"{source}: quaternion norm {norm:.4f}, expected a unit quaternion")
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()  # scipy: scalar-last (x, y, z, w)
-    T[:3, 3] = t
-    return T
+    R = geometry.quat_xyzw_to_rotmat(_torch(q / norm))
+    return geometry.pose_from_Rt(R, _torch(t)).numpy()
 
 
 def pose_from_quat_wxyz(t: np.ndarray, quat_wxyz: np.ndarray, source: str) -> np.ndarray:
@@ -41,8 +45,8 @@ def pose_from_quat_wxyz(t: np.ndarray, quat_wxyz: np.ndarray, source: str) -> np
     return pose_from_quat_xyzw(t, q[[1, 2, 3, 0]], source)  # reorder wxyz -> xyzw
 
 
-def check_pose(T: np.ndarray, source: str, tol: float = 1e-3) -> np.ndarray:
-    """Check a 4x4 rigid transform (finite, rotation orthonormal with det +1, last row 0 0 0 1).
+def check_pose(T: np.ndarray, source: str) -> np.ndarray:
+    """Check a 4x4 rigid transform (finite, orthonormal rotation with det +1, last row 0 0 0 1).
 
     Returns:
         ``T`` as float64.
@@ -51,13 +55,12 @@ def check_pose(T: np.ndarray, source: str, tol: float = 1e-3) -> np.ndarray:
         InputError naming ``source`` when it is not.
     """
     T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
-        raise InputError(f"{source}: expected a finite 4x4 camera pose, got {T.tolist()}")
-    R = T[:3, :3]
-    if np.abs(R @ R.T - np.eye(3)).max() > tol or abs(np.linalg.det(R) - 1.0) > tol:
-        raise InputError(f"{source}: pose rotation is not orthonormal with det +1: {R.round(4).tolist()}")
-    if np.abs(T[3] - np.array([0.0, 0.0, 0.0, 1.0])).max() > tol:
-        raise InputError(f"{source}: pose last row should be 0 0 0 1, got {T[3].tolist()}")
+    if T.shape != (4, 4):
+        raise InputError(f"{source}: expected a 4x4 camera pose, got shape {list(T.shape)}")
+    try:
+        geometry.check_pose(_torch(T), source)
+    except ShapeError as e:
+        raise InputError(str(e)) from e
     return T
 
 
@@ -68,10 +71,6 @@ def rigid_from_3x4(M: np.ndarray) -> np.ndarray:
     return T
 
 
-def invert_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of a 4x4 rigid transform (world2cam <-> cam2world), exact: [R^T | -R^T t]."""
-    R, t = T[:3, :3], T[:3, 3]
-    out = np.eye(4)
-    out[:3, :3] = R.T
-    out[:3, 3] = -R.T @ t
-    return out
+def invert_rigid(T: np.ndarray, source: str) -> np.ndarray:
+    """Inverse of a 4x4 rigid transform (world2cam <-> cam2world), checked first."""
+    return geometry.invert_pose(_torch(check_pose(T, source))).numpy()

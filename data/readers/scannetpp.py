@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from data.readers.imageio import (
     image_size,
@@ -34,9 +35,10 @@ from data.readers.imageio import (
     require_dir,
     require_file,
 )
-from data.readers.poses import check_pose, invert_rigid, pose_from_quat_wxyz
+from data.readers.poses import invert_rigid, pose_from_quat_wxyz
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, InputError
+from recon.geometry import resize_intrinsics
 
 FORMAT = "scannetpp"
 DESCRIPTION = "ScanNet++ / COLMAP text: {iphone,dslr}/colmap/{cameras,images}.txt + rgb/ or resized_images/"
@@ -110,7 +112,7 @@ def read_images_txt(path: Path) -> list[tuple[str, int, np.ndarray]]:
         v = parse_floats(f[1:9], path, i + 1, "QW QX QY QZ TX TY TZ CAMERA_ID")
         source = f"{path}:{i + 1} ({f[9]})"
         world2cam = pose_from_quat_wxyz(v[4:7], v[0:4], source)  # COLMAP stores world2cam, quaternion wxyz
-        out.append((" ".join(f[9:]), int(v[7]), check_pose(invert_rigid(world2cam), source)))
+        out.append((" ".join(f[9:]), int(v[7]), invert_rigid(world2cam, source)))
         i += 2  # the POINTS2D line (may be empty) follows every image line
     if not out:
         raise InputError(f"{path}: no registered images")
@@ -162,7 +164,7 @@ def load(root: Path, device: str | None = None) -> Sequence:
         dsize = image_size(depth_dir / (Path(images[0][0]).stem + ".png"))
         if dsize != size:
             sx, sy = dsize[0] / width, dsize[1] / height
-            K = pinhole_K(fx * sx, fy * sy, (K[0, 2] + 0.5) * sx - 0.5, (K[1, 2] + 0.5) * sy - 0.5)
+            K = resize_intrinsics(torch.from_numpy(K), sx, sy).numpy()
             size = dsize
     maps = None
     if any(abs(d) > 0 for d in dist):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import natural_key, read_rgb, require_dir, require_file
-from data.readers.poses import check_pose, invert_rigid, rigid_from_3x4
+from data.readers.poses import invert_rigid, rigid_from_3x4
 from data.schema import Frame, Sequence
 from recon.errors import InputError
 
@@ -104,7 +104,7 @@ def load(root: Path, scene: str | None = None) -> Sequence:
         stem = images[i].stem
         cam_path = cam_dir / f"{stem}.cam"
         K, world2cam = read_cam(cam_path)
-        cam2world = check_pose(invert_rigid(check_pose(world2cam, str(cam_path))), str(cam_path))
+        cam2world = invert_rigid(world2cam, str(cam_path))  # .cam holds world2cam (OpenCV axes)
         return Frame(
             image=read_rgb(images[i]),
             K=K,

@@ -38,10 +38,9 @@ from data.readers.imageio import (
     read_table,
     require_file,
 )
-from data.readers.poses import pose_from_quat_xyzw
 from data.schema import Frame, Sequence
 from recon.errors import InputError
-from recon.trajectory import associate_timestamps
+from recon.trajectory import associate_timestamps, read_tum
 
 FORMAT = "tum"
 DESCRIPTION = "TUM RGB-D / Bonn: rgb.txt, depth.txt, groundtruth.txt; depth uint16 / 5000"
@@ -110,18 +109,6 @@ def sequence_intrinsics(root: Path) -> tuple[np.ndarray, str] | None:
     return pinhole_K(*KNOWN_INTRINSICS[key]), f"published {key} intrinsics (from the sequence name)"
 
 
-def _read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    rows = read_table(path, 8, "'timestamp tx ty tz qx qy qz qw' lines")
-    ts = np.empty(len(rows))
-    poses = np.empty((len(rows), 4, 4))
-    for i, r in enumerate(rows):
-        v = parse_floats(r[:8], path, f"entry {i}", "timestamp tx ty tz qx qy qz qw")
-        ts[i] = v[0]
-        # TUM order: tx ty tz qx qy qz qw (quaternion xyzw), already cam2world, OpenCV camera.
-        poses[i] = pose_from_quat_xyzw(v[1:4], v[4:8], f"{path} (entry {i}, timestamp {r[0]})")
-    return ts, poses
-
-
 def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Sequence:
     """Read a TUM RGB-D / Bonn sequence folder.
 
@@ -153,7 +140,8 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
 
     cam2world = [None] * len(rgb_ts)
     if (root / "groundtruth.txt").is_file():
-        gt_ts, gt_poses = _read_groundtruth(root / "groundtruth.txt")
+        # TUM lines "t tx ty tz qx qy qz qw" (quaternion xyzw): cam2world, OpenCV camera, as given.
+        gt_ts, gt_poses = read_tum(root / "groundtruth.txt")
         gt_idx = associate(rgb_ts, gt_ts, max_dt, rgb_list, root / "groundtruth.txt")
         cam2world = [gt_poses[j] if j >= 0 else None for j in gt_idx]
         missing = int(sum(gt_idx[keep] < 0))

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from data.readers.imageio import IMAGE_SUFFIXES, image_size, list_images, pinhole_K, read_rgb
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, InputError
+from recon.geometry import focal_from_fov
 
 FORMAT = "video"
 DESCRIPTION = "a video file (.mp4 .avi .mov .mkv .webm ...) or a folder of images; no ground truth"
@@ -36,7 +38,7 @@ def guess_intrinsics(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) 
     """Pinhole K with the given horizontal FoV, square pixels, principal point at the centre."""
     if not 1.0 <= fov_deg <= 179.0:
         raise ConfigError(f"fov_deg: expected a horizontal field of view in (1, 179) degrees, got {fov_deg}")
-    f = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    f = float(focal_from_fov(torch.tensor(math.radians(fov_deg), dtype=torch.float64), width))
     return pinhole_K(f, f, (width - 1) / 2.0, (height - 1) / 2.0)
 
 

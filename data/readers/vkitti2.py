@@ -22,7 +22,7 @@ from data.readers.imageio import (
     read_table,
     require_dir,
 )
-from data.readers.poses import check_pose, invert_rigid
+from data.readers.poses import invert_rigid
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, InputError
 
@@ -80,12 +80,9 @@ def load(root: Path, camera: int = 0) -> Sequence:
             if fid not in table:
                 raise InputError(f"{root / name}: no line for frame {fid} camera {camera} (image {p.name})")
         frame_ids.append(fid)
+    # extrinsic.txt holds world2cam (OpenCV camera axes): invert once.
     cam2world = {
-        f: check_pose(
-            invert_rigid(check_pose(extr[f].reshape(4, 4), f"{root / 'extrinsic.txt'} (frame {f})")),
-            f"{root / 'extrinsic.txt'} (frame {f})",
-        )
-        for f in frame_ids
+        f: invert_rigid(extr[f].reshape(4, 4), f"{root / 'extrinsic.txt'} (frame {f})") for f in frame_ids
     }
 
     def load_frame(i: int) -> Frame:

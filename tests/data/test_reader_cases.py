@@ -110,7 +110,7 @@ def test_7scenes_non_finite_pose_names_file(tmp_path):
         tmp_path, fx.render(1, 640, 480, np.array([[525.0, 0, 320], [0, 525, 240], [0, 0, 1]]))
     )
     (w.root / "frame-000000.pose.txt").write_text("nan 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n")
-    with pytest.raises(InputError, match=r"frame-000000\.pose\.txt: expected a finite 4x4"):
+    with pytest.raises(InputError, match=r"frame-000000\.pose\.txt: expected finite poses"):
         load_sequence(w.root)[0]
 
 
