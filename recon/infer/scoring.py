@@ -48,7 +48,11 @@ class GroundTruthScorer:
                 "pixels": int(self._depth_pixels),
             }
         if len(self._est) >= 3:
-            pm = pose_metrics(np.stack(self._est), np.stack(self._gt), align="sim3")
+            try:
+                pm = pose_metrics(np.stack(self._est), np.stack(self._gt), align="sim3")
+            except InputError as err:  # e.g. a static ground-truth camera: Sim(3) is undefined
+                res["pose"] = {"error": str(err)}
+                return res
             res["pose"] = {
                 "ate_rmse": pm.ate_rmse,
                 "rpe_trans_rmse": pm.rpe_trans_rmse,
