@@ -35,6 +35,8 @@ TILE_TOKENS = 16
 """Target number of tokens per tile inside a super-chunk (exact element-wise decay inside)."""
 
 _BACKENDS = ("torch", "triton")
+MAX_KERNEL_HEAD_DIM = 256
+"""Largest key dim the Triton kernels take (``backend=None`` uses torch above it, and for float64)."""
 
 
 def chunk_block_la(
@@ -61,8 +63,9 @@ def chunk_block_la(
         inclusive: False: block c reads the state after blocks < c; True: after blocks <= c.
         initial_state: [B, H, K, V] state before the first block, or None (zeros).
         output_final_state: also return the state after the last block.
-        backend: None (Triton on CUDA tensors, torch otherwise), "torch" or "triton" (CUDA, or the
-            Triton interpreter when ``TRITON_INTERPRET=1`` was set before import).
+        backend: None (Triton for CUDA tensors in float32/16/bf16 with K <= 256, torch otherwise),
+            "torch" or "triton" (CUDA, or the Triton interpreter when ``TRITON_INTERPRET=1`` was set
+            before import).
 
     Returns:
         ``(o [B, T, H, V] in q.dtype, final_state [B, H, K, V] float32 (float64 for float64 inputs)
@@ -76,8 +79,9 @@ def chunk_block_la(
         (torch.Size([2, 512, 4, 64]), torch.float32)
     """
     check_block_la_inputs(q, k, v, g, block_size, initial_state)
-    if backend is None:
-        backend = "triton" if q.is_cuda else "torch"
+    if backend is None:  # the kernels compute in float32 and hold K <= 256 in registers
+        on_kernels = q.is_cuda and q.dtype != torch.float64 and q.shape[-1] <= MAX_KERNEL_HEAD_DIM
+        backend = "triton" if on_kernels else "torch"
     if backend not in _BACKENDS:
         raise ValueError(f"block_la: backend must be None or one of {_BACKENDS}, got {backend!r}")
     if backend == "triton":
@@ -134,7 +138,10 @@ def torch_block_la(
     g_last = g_inc[:, :, :, -1]  # [B, H, NC, K]
 
     # State contribution of each super-chunk, then the scan over super-chunks.
-    k_to_end = kb * torch.exp(g_last[:, :, :, None, None, :] - g_inc[:, :, :, :, None, :])
+    if n == 1:  # the only block is the last one: no decay between its write and the chunk end
+        k_to_end = kb
+    else:
+        k_to_end = kb * torch.exp(g_last[:, :, :, None, None, :] - g_inc[:, :, :, :, None, :])
     d_state = k_to_end.reshape(B, H, nc, N, K).transpose(-1, -2) @ vb.reshape(B, H, nc, N, V)
     decay_last = torch.exp(g_last).unsqueeze(-1)  # [B, H, NC, K, 1]
     state = q.new_zeros(B, H, K, V, dtype=cdt) if initial_state is None else initial_state.to(cdt)

@@ -29,10 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from layers.ops.block_la.chunk import MAX_KERNEL_HEAD_DIM as MAX_HEAD_DIM
 from layers.ops.block_la.naive import check_block_la_inputs, num_blocks
-
-MAX_HEAD_DIM = 256
-"""Largest key dimension K the kernels hold in registers (the state is [K, BV] per program)."""
 
 
 @triton.jit
