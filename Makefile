@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.streamrecon-setup
 
-.PHONY: setup test test-slow lint bench demo clean
+.PHONY: setup test test-slow lint demo clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,9 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+demo: setup
+	.venv/bin/recon demo
 
 lint: setup
 	.venv/bin/ruff check .

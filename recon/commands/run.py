@@ -175,4 +175,20 @@ def main(args: argparse.Namespace) -> int:
     source = open_source(args.source, args.format, args.fov)
     summary = stream_source(source, args, args.out)
     print_summary(summary, args.out)
-    return 130 if summary["status"] == "interrupted" else 0
+    if summary["status"] == "interrupted":
+        return 130
+    if args.rerun == "serve":
+        wait_while_serving()
+    return 0
+
+
+def wait_while_serving() -> None:
+    """Keep the process (and so the Rerun server) alive until Ctrl-C."""
+    import time
+
+    print("rerun: still serving the recording; press Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
