@@ -58,7 +58,7 @@ def _block_la_fwd_kernel(
     INCLUSIVE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
     i_b, i_h = i_bh // H, i_bh % H
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -139,7 +139,7 @@ def _block_la_bwd_dq_kernel(
     PRECISION: tl.constexpr,
 ):
     # dq[i_v] = scale * dO[:, value tile] S[:, value tile]^T, S = the state each block reads.
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
     i_b, i_h = i_bh // H, i_bh % H
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -151,7 +151,7 @@ def _block_la_bwd_dq_kernel(
         b_h += tl.load(
             h0 + (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :], mask=m_kv, other=0.0
         )
-    p_dq_base = dq + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(1) * K))
+    p_dq_base = dq + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
     for i_c in range(0, NB):
         t_blk = tl.cast(i_c, tl.int64) * L
         b_kv = tl.zeros([BK, BV], dtype=tl.float32)
@@ -216,7 +216,7 @@ def _block_la_bwd_dkdv_kernel(
     PRECISION: tl.constexpr,
 ):
     # Reverse walk; b_dh = gradient of the state after the current block (value tile i_v).
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
     i_b, i_h = i_bh // H, i_bh % H
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
@@ -227,7 +227,7 @@ def _block_la_bwd_dkdv_kernel(
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dh += tl.load(dht + p_state, mask=m_kv, other=0.0).to(tl.float32)
-    p_dk_base = dk + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(1) * K))
+    p_dk_base = dk + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
     for i_r in range(0, NB):
         i_c = NB - 1 - i_r
         t_blk = tl.cast(i_c, tl.int64) * L
@@ -316,7 +316,7 @@ class BlockLAFunction(torch.autograd.Function):
         precision = _dot_precision(q.device)
         o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
         ht = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
-        grid = (triton.cdiv(V, cfg["BV"]), B * H)
+        grid = (B * H, triton.cdiv(V, cfg["BV"]))
         _block_la_fwd_kernel[grid](
             q,
             k,
@@ -351,7 +351,7 @@ class BlockLAFunction(torch.autograd.Function):
         cfg = _launch_config(T, K, V, ctx.block_size)
         precision = _dot_precision(q.device)
         nv = triton.cdiv(V, cfg["BV"])
-        grid = (nv, B * H)
+        grid = (B * H, nv)
         do = do.contiguous()
         flags = dict(USE_G=g is not None, INCLUSIVE=bool(ctx.inclusive), PRECISION=precision, num_warps=4)
         dq_part = torch.empty(nv, B, T, H, K, dtype=torch.float32, device=q.device)
