@@ -81,9 +81,8 @@ def _load_video(path: Path, K, fov_deg: float | None) -> Sequence:
     fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
     meta: dict = {"fps": fps if fps > 0 else None, "size": [width, height]}
     Kmat = _intrinsics(K, width, height, fov_deg, path, meta)
-    state = {"cap": cap, "next": n if n == 1 else -1}
-    state["cap"].set(cv2.CAP_PROP_POS_FRAMES, 0)
-    state["next"] = 0
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)  # rewind after reading frame 0 (and counting)
+    state = {"cap": cap, "next": 0}  # the decoder's position, so sequential reads never seek
 
     def load_frame(i: int) -> Frame:
         if state["next"] != i:  # random access: seek (sequential reads need none)
