@@ -43,6 +43,26 @@ def test_tum_fr1_name_gives_published_intrinsics(tmp_path):
     assert "freiburg1" in seq.meta["intrinsics_source"]
 
 
+@pytest.mark.parametrize(
+    "folder, fx_fy_cx_cy",
+    [
+        pytest.param("rgbd_dataset_freiburg2_desk", (520.9, 521.0, 325.1, 249.7), id="fr2"),
+        pytest.param("rgbd_dataset_freiburg3_walking_xyz", (535.4, 539.2, 320.1, 247.6), id="fr3"),
+        pytest.param("fr1_desk", (517.3, 516.5, 318.6, 255.3), id="fr1-short"),
+        pytest.param("rgbd_bonn_balloon", (542.822841, 542.576870, 315.593520, 237.756098), id="bonn"),
+    ],
+)
+def test_tum_intrinsics_from_sequence_name(tmp_path, folder, fx_fy_cx_cy):
+    seq_dir = tmp_path / folder
+    fx.imwrite_rgb(seq_dir / "rgb" / "1.000000.png", np.zeros((480, 640, 3), np.uint8))
+    (seq_dir / "rgb.txt").write_text("# color images\n# timestamp filename\n1.000000 rgb/1.000000.png\n")
+    seq = load_sequence(seq_dir)
+    fx_, fy_, cx_, cy_ = fx_fy_cx_cy
+    np.testing.assert_array_equal(seq[0].K, [[fx_, 0, cx_], [0, fy_, cy_], [0, 0, 1]])
+    assert seq[0].depth is None and seq[0].cam2world is None and seq.meta["frames_without_pose"] == 1
+    assert seq.meta["variant"] == ("bonn" if "bonn" in folder else "tum")
+
+
 def test_tum_unknown_intrinsics_names_what_to_provide(tmp_path):
     w = fx.write_tum(tmp_path, fx.render(1))
     (w.root / "intrinsics.txt").unlink()
