@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon.errors import InputError
+from recon.errors import ConfigError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -204,3 +204,22 @@ def read_matrix(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
 def pinhole_K(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """3x3 float64 pinhole intrinsics in pixels (OpenCV, pixel centres at integers)."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def intrinsics_option(K) -> np.ndarray:
+    """A user's ``K`` option (3x3 pixels, or ``(fx, fy, cx, cy)``) as a checked float64 [3, 3].
+
+    Raises:
+        ConfigError: wrong shape, non-finite values or non-positive focal lengths.
+    """
+    try:
+        M = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"K: expected a 3x3 matrix or (fx, fy, cx, cy), got {K!r}") from e
+    if M.shape == (4,):
+        M = pinhole_K(*M)
+    if M.shape != (3, 3) or not np.isfinite(M).all() or M[0, 0] <= 0 or M[1, 1] <= 0:
+        raise ConfigError(
+            f"K: expected a 3x3 matrix or (fx, fy, cx, cy) with positive focal lengths, got {K!r}"
+        )
+    return M

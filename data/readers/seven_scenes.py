@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data.readers.imageio import image_size, natural_key, pinhole_K, read_depth_png, read_matrix, read_rgb
+from data.readers.imageio import (
+    image_size,
+    intrinsics_option,
+    natural_key,
+    pinhole_K,
+    read_depth_png,
+    read_matrix,
+    read_rgb,
+)
 from data.readers.poses import check_pose
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, InputError
@@ -80,8 +88,8 @@ def load(root: Path, depth: str = "auto", K: np.ndarray | None = None) -> Sequen
             )
         meta["intrinsics_source"] = "published 7-Scenes intrinsics"
     else:
+        K = intrinsics_option(K)
         meta["intrinsics_source"] = "K option"
-    K = np.asarray(K, dtype=np.float64)
     suffix = ".depth.proj.png" if use_proj else ".depth.png"
 
     def load_frame(i: int) -> Frame:

@@ -20,6 +20,7 @@ import numpy as np
 
 from data.readers.imageio import (
     image_size,
+    intrinsics_option,
     list_images,
     parse_floats,
     pinhole_K,
@@ -91,8 +92,8 @@ def load(root: Path, K: np.ndarray | None = None) -> Sequence:
         K = pinhole_K(*INTRINSICS)
         meta["intrinsics_source"] = "published TartanAir intrinsics"
     else:
+        K = intrinsics_option(K)
         meta["intrinsics_source"] = "K option"
-    K = np.asarray(K, dtype=np.float64)
     depth_dir = root / "depth_left"
 
     def load_frame(i: int) -> Frame:

@@ -30,6 +30,7 @@ import numpy as np
 
 from data.readers.imageio import (
     image_size,
+    intrinsics_option,
     parse_floats,
     pinhole_K,
     read_depth_png,
@@ -175,8 +176,8 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
                     f"{KNOWN_SIZE[1]} images, this one is {size[0]}x{size[1]}; pass K for resized copies"
                 )
     else:
+        K = intrinsics_option(K)
         meta["intrinsics_source"] = "K option"
-    K = np.asarray(K, dtype=np.float64)
 
     def load_frame(i: int) -> Frame:
         j = keep[i]

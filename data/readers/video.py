@@ -17,7 +17,14 @@ import cv2
 import numpy as np
 import torch
 
-from data.readers.imageio import IMAGE_SUFFIXES, image_size, list_images, pinhole_K, read_rgb
+from data.readers.imageio import (
+    IMAGE_SUFFIXES,
+    image_size,
+    intrinsics_option,
+    list_images,
+    pinhole_K,
+    read_rgb,
+)
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, InputError
 from recon.geometry import focal_from_fov
@@ -44,15 +51,8 @@ def guess_intrinsics(width: int, height: int, fov_deg: float = DEFAULT_FOV_DEG) 
 
 def _intrinsics(K, width: int, height: int, fov_deg: float | None, source: Path, meta: dict) -> np.ndarray:
     if K is not None:
-        K = np.asarray(K, dtype=np.float64)
-        if K.shape == (4,):
-            K = pinhole_K(*K)
-        if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ConfigError(
-                f"K: expected a 3x3 matrix or (fx, fy, cx, cy) with positive focal lengths, got {K.tolist()}"
-            )
         meta["intrinsics_guessed"] = False
-        return K
+        return intrinsics_option(K)
     fov = DEFAULT_FOV_DEG if fov_deg is None else fov_deg
     meta["intrinsics_guessed"] = fov_deg is None
     meta["fov_deg"] = fov

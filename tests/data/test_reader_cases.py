@@ -68,8 +68,11 @@ def test_tum_unknown_intrinsics_names_what_to_provide(tmp_path):
     (w.root / "intrinsics.txt").unlink()
     with pytest.raises(InputError, match="intrinsics.txt"):
         _quiet_load(w.root)
-    seq = _quiet_load(w.root, K=w.gt.K[0])  # the K option resolves it
-    np.testing.assert_array_equal(seq[0].K, w.gt.K[0])
+    K = w.gt.K[0]
+    seq = _quiet_load(w.root, K=(K[0, 0], K[1, 1], K[0, 2], K[1, 2]))  # the K option resolves it
+    np.testing.assert_array_equal(seq[0].K, K)
+    with pytest.raises(ConfigError, match="K: expected a 3x3 matrix or \\(fx, fy, cx, cy\\)"):
+        _quiet_load(w.root, K=[[1.0, 2.0]])
 
 
 def test_tum_fr1_intrinsics_refuse_resized_images(tmp_path):
