@@ -9,10 +9,12 @@ README.md beside this file):
 * Inter-chunk: a scan over chunks carries the state ``S_n`` entering chunk ``n``:
   ``S_{n+1} = exp(G_last) S_n + (k * exp(G_last - G))^T v``; chunk ``n`` reads it with
   ``(q * exp(G)) S_n``.
-* Intra-chunk: the causal ``C x C`` score matrix, built from sub-chunks of ``SUB_CHUNK`` tokens.
-  Between sub-chunks the reference point is ``G`` at the first token of the target sub-chunk, so
-  both factors ``exp(G_t - G_ref)`` and ``exp(G_ref - G_s)`` are <= 1; on the diagonal sub-blocks the
-  per-pair decay ``exp(G_t - G_s)`` is applied exactly, element-wise.
+* Intra-chunk: causal attention inside the chunk by recursive halving. For each pair of halves
+  (at every level down to single tokens) the second half reads the first through the reference
+  point ``R = G`` at the first token of the second half, so both factors ``exp(G_t - R)`` and
+  ``exp(R - G_s)`` are <= 1; every matmul is exact-stable, no element-wise C x C x K tensor is
+  formed. (The Triton kernels use 16-token sub-chunks with an exact element-wise diagonal instead:
+  two different decompositions of the same sum, tested against the same reference.)
 
 Gradients come from autograd. ``chunk_gla(backend=None)`` runs the Triton kernels on CUDA tensors.
 """
@@ -26,20 +28,15 @@ import torch.nn.functional as F
 
 from layers.ops.gla.naive import check_gla_inputs, compute_dtype_for, resolve_scale
 
-SUB_CHUNK = 16
-"""Tokens per secondary sub-chunk (exact element-wise decay inside; a dot tile of the kernels)."""
-
 _BACKENDS = ("torch", "triton")
 
 
 def check_chunk_size(chunk_size: int) -> None:
-    """``chunk_size`` must be an int >= 1 that is <= SUB_CHUNK or a multiple of it."""
+    """``chunk_size`` must be a power of two (the intra-chunk part halves the chunk recursively)."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"gla: chunk_size must be an int, got {type(chunk_size).__name__}")
-    if chunk_size < 1 or (chunk_size > SUB_CHUNK and chunk_size % SUB_CHUNK):
-        raise ValueError(
-            f"gla: chunk_size must be in 1..{SUB_CHUNK} or a multiple of {SUB_CHUNK}, got {chunk_size}"
-        )
+    if chunk_size < 1 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"gla: chunk_size must be a power of two (1, 2, 4, ..., 64, ...), got {chunk_size}")
 
 
 def chunk_gla(
@@ -63,8 +60,8 @@ def chunk_gla(
         scale: factor on the output; None means ``K ** -0.5``.
         initial_state: state before the first token [B, H, K, V]; None means zeros.
         output_final_state: also return the state after the last token.
-        chunk_size: tokens per chunk: 1..16 or a multiple of 16 (any T works: the last chunk is
-            padded). The Triton backend needs a multiple of 16.
+        chunk_size: tokens per chunk, a power of two (any T works: the last chunk is padded). The
+            Triton backend needs at least 16.
         backend: None (Triton on CUDA tensors, torch otherwise), ``"torch"`` or ``"triton"`` (CUDA,
             or the Triton interpreter when ``TRITON_INTERPRET=1`` was set before import).
 
@@ -110,19 +107,23 @@ def torch_chunk_gla(
     state = q.new_zeros(B, H, K, V, dtype=cdt) if initial_state is None else initial_state.to(cdt)
     if T == 0:
         return q.new_zeros(B, 0, H, V), (state if output_final_state else None)
-    C = min(chunk_size, T) if chunk_size <= SUB_CHUNK else chunk_size
+    C = min(chunk_size, 1 << (T - 1).bit_length())  # no chunk longer than the padded sequence
     N = math.ceil(T / C)
 
     def to_chunks(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, D] -> [B, H, N, C, D], zero padded
         x = F.pad(x.to(cdt), (0, 0, 0, 0, 0, N * C - T))
         return x.view(B, N, C, H, x.shape[-1]).permute(0, 3, 1, 2, 4)
 
-    qc, kc, vc = to_chunks(q), to_chunks(k), to_chunks(v)
-    G = to_chunks(g).cumsum(dim=3)  # [B, H, N, C, K] log-decay from the chunk start through token t
+    qc, kc, vc, gc = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(g)
+    G = gc.cumsum(dim=3)  # [B, H, N, C, K] log-decay from the chunk start through token t
     G_last = G[:, :, :, -1]  # [B, H, N, K]
+    # Log-decay from after token t to the chunk end, as a sum over the later tokens only (not as
+    # G_last - G): its gradient then never pairs +x and -x of size O(1) (the last token's zero
+    # exponent), which would swamp dg under strong decay.
+    to_end = F.pad(gc.flip(3).cumsum(3).flip(3)[:, :, :, 1:], (0, 0, 0, 1))
 
     # Inter-chunk: the state entering every chunk, by a scan over chunks.
-    k_to_end = kc * torch.exp(G_last.unsqueeze(3) - G)
+    k_to_end = kc * torch.exp(to_end)
     d_state = k_to_end.transpose(-1, -2) @ vc  # [B, H, N, K, V]
     decay_chunk = torch.exp(G_last).unsqueeze(-1)  # [B, H, N, K, 1]
     states_in = []

@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from layers.ops.gla.chunk import check_chunk_size
 from layers.ops.gla.naive import check_gla_inputs, resolve_scale
 
 SUB_CHUNK = 16
@@ -351,8 +352,8 @@ def triton_gla(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked gated linear attention by the Triton kernels (CUDA, or the interpreter on the CPU).
 
-    Args and result as :func:`layers.ops.gla.chunk_gla`; ``chunk_size`` must be a multiple of 16
-    and K, V at most 256.
+    Args and result as :func:`layers.ops.gla.chunk_gla`; ``chunk_size`` a power of two >= 16, K and V
+    at most 256.
 
     Example:
         >>> q = k = torch.randn(1, 100, 2, 32, device="cuda"); v = torch.randn(1, 100, 2, 32, device="cuda")
@@ -360,9 +361,9 @@ def triton_gla(
         >>> o, s = triton_gla(q, k, v, g, output_final_state=True)       # doctest: +SKIP
     """
     check_gla_inputs(q, k, v, g, initial_state, check_decay_values=not q.is_cuda)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < SUB_CHUNK \
-            or chunk_size % SUB_CHUNK:
-        raise ValueError(f"gla: the triton backend needs chunk_size a multiple of {SUB_CHUNK}, got {chunk_size}")
+    check_chunk_size(chunk_size)
+    if chunk_size < SUB_CHUNK:
+        raise ValueError(f"gla: the triton backend needs chunk_size >= {SUB_CHUNK}, got {chunk_size}")
     if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
         raise ValueError(
             f"gla: the triton backend takes K, V <= {MAX_HEAD_DIM}, got K={q.shape[-1]}, V={v.shape[-1]};"
