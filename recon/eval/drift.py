@@ -1,0 +1,289 @@
+"""Long-sequence drift evaluation: one streaming pass, metrics for every prefix length, drift curves.
+
+The model is causal: its output for frame i depends only on frames 0..i, so one pass over a
+sequence gives exactly the outputs a separate run on every prefix of length L would give. The
+pass keeps per-frame records (``recon.infer.scoring.GroundTruthScorer``: a pose, per-frame depth
+errors, a fixed-size pixel sample) and afterwards:
+
+- prefix metrics for every protocol length L: ATE / RPE (``pose_metrics``, Sim(3) fitted on the
+  prefix), depth AbsRel / delta<1.25 (per-frame median scale over all pixels; sequence-level
+  scale or scale-and-shift fitted on the prefix over the pixel sample), optional point-cloud
+  accuracy / completeness (the prefix's trajectory Sim(3) moves the predicted points);
+- per-frame error curves whose alignment is fitted on the first n frames only, so drift is not
+  absorbed by the fit: camera-centre error (``per_frame_ate(..., align_first_n=n)``) and AbsRel
+  at a depth scale fixed on the first n frames;
+- drift rates: the least-squares slope of a curve over frames n..N-1 (after the alignment window),
+  in error units per 100 frames.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.schema import Sequence
+from recon.errors import InputError
+from recon.eval.cloud_metrics import cloud_metrics
+from recon.eval.depth_metrics import depth_metrics
+from recon.eval.pose_metrics import align_trajectory, per_frame_ate, pose_metrics
+from recon.eval.protocols import FULL, Protocol
+from recon.infer.scoring import FrameRecords, GroundTruthScorer
+from recon.infer.sources import FrameStream
+from recon.trajectory import TumWriter
+
+
+@dataclass
+class SequenceEvaluation:
+    """Drift evaluation of one sequence.
+
+    Attributes:
+        name: sequence label. num_frames: frames streamed.
+        prefixes: one dict per evaluated length: ``length``, ``pose`` (PoseMetrics fields, or
+            ``error``), ``depth`` ({mode: metrics}), ``cloud`` (CloudMetrics fields, or ``error``).
+        curves: per-frame lists: ``ate`` (camera-centre error, alignment on the first n frames),
+            ``abs_rel`` (per-frame median scale), ``abs_rel_fixed_scale`` (scale of the first n).
+        drift: ``align_frames`` (n) and rates per 100 frames: ``ate_per_100_frames``,
+            ``abs_rel_fixed_scale_per_100_frames`` (NaN when undefined).
+        timing: ``fps``, ``latency_ms_median``, ``latency_ms_p95``.
+    """
+
+    name: str
+    num_frames: int
+    prefixes: list[dict] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    drift: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def drift_rate(errors, start: int = 0) -> float:
+    """Least-squares slope of ``errors[start:]`` against the frame index, per 100 frames.
+
+    Args:
+        errors: [N] per-frame errors (NaN frames are left out).
+        start: first frame of the fit (the end of the alignment window).
+
+    Returns:
+        slope * 100, or NaN when fewer than 2 finite errors remain.
+    """
+    e = np.asarray(errors, dtype=np.float64).reshape(-1)
+    x = np.arange(len(e), dtype=np.float64)[start:]
+    e = e[start:]
+    ok = np.isfinite(e)
+    if ok.sum() < 2:
+        return float("nan")
+    slope = np.polyfit(x[ok], e[ok], 1)[0]
+    return float(slope * 100.0)
+
+
+def resolve_lengths(lengths: Iterable, num_frames: int) -> list[int]:
+    """Protocol lengths (ints and ``"full"``) -> sorted distinct prefix lengths <= num_frames."""
+    out = {num_frames if v == FULL else int(v) for v in lengths}
+    return sorted(v for v in out if 3 <= v <= num_frames)
+
+
+def _sim3_of(est: np.ndarray, aligned: np.ndarray, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """(s, R, t) with aligned = Sim(3) applied to est (recovered from the first pose: R_a = R R_e)."""
+    R = aligned[0, :3, :3] @ est[0, :3, :3].T
+    t = aligned[0, :3, 3] - scale * R @ est[0, :3, 3]
+    return scale, R, t
+
+
+def _depth_prefix(rec: FrameRecords, L: int, protocol: Protocol) -> dict:
+    d = protocol.depth
+    out: dict = {}
+    for mode in d.align:
+        if mode == "median":  # exact: pixel-weighted per-frame results over every valid pixel
+            has = rec.depth_pixels[:L] > 0
+            n = int(rec.depth_pixels[:L].sum())
+            if not n:
+                out[mode] = {"error": "no valid ground-truth depth in this prefix"}
+                continue
+            w = rec.depth_pixels[:L][has]
+            out[mode] = {
+                "abs_rel": float((rec.abs_rel[:L][has] * w).sum() / n),
+                "delta1": float((rec.delta1[:L][has] * w).sum() / n),
+                "scale": float(rec.depth_scale[:L][has].mean()),
+                "num_pixels": n,
+            }
+            continue
+        try:  # sequence-level alignment over the per-frame pixel sample, as a [L, 1, S] "video"
+            m = depth_metrics(
+                rec.pred_samples[:L, None], rec.gt_samples[:L, None], mode, d.min_depth, d.max_depth
+            )
+        except InputError as err:
+            out[mode] = {"error": str(err)}
+            continue
+        res = m.to_dict()
+        res.pop("abs_rel_per_frame")
+        out[mode] = res
+    return out
+
+
+def _cloud_prefix(rec: FrameRecords, L: int, protocol: Protocol) -> dict:
+    c = protocol.cloud
+    posed = rec.has_pose[:L]
+    est, gt = rec.est_cam2world[:L][posed], rec.gt_cam2world[:L][posed]
+    try:
+        aligned, scale = align_trajectory(est, gt, protocol.pose.align)
+    except InputError as err:
+        return {"error": str(err)}
+    s, R, t = _sim3_of(est, aligned, scale)
+    ok = rec.point_valid[:L] & posed[:, None]
+    if ok.sum() < 4:
+        return {"error": "fewer than 4 sampled points with ground truth in this prefix"}
+    pred = s * rec.pred_points[:L][ok].astype(np.float64) @ R.T + t
+    m = cloud_metrics(pred, rec.gt_points[:L][ok], c.threshold, icp_max_distance=c.icp_max_distance)
+    res = m.to_dict()
+    res.pop("icp_transform")
+    return res
+
+
+def prefix_metrics(rec: FrameRecords, L: int, protocol: Protocol) -> dict:
+    """Metrics of the first ``L`` frames (see the module docstring)."""
+    out: dict = {"length": int(L)}
+    posed = rec.has_pose[:L]
+    if protocol.pose.enabled:
+        try:
+            pm = pose_metrics(rec.est_cam2world[:L][posed], rec.gt_cam2world[:L][posed], protocol.pose.align,
+                              rpe_delta=protocol.pose.rpe_delta)
+            out["pose"] = pm.to_dict()
+        except InputError as err:
+            out["pose"] = {"error": str(err)}
+    if protocol.depth.align:
+        out["depth"] = _depth_prefix(rec, L, protocol)
+    if protocol.cloud.enabled:
+        out["cloud"] = _cloud_prefix(rec, L, protocol)
+    return out
+
+
+def drift_curves(rec: FrameRecords, protocol: Protocol) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per-frame error curves with alignment on the first n frames, and their drift rates."""
+    n_total = len(rec)
+    n = min(protocol.pose.drift_align_frames, n_total)
+    curves: dict[str, list[float]] = {}
+    drift: dict[str, float] = {"align_frames": n}
+    if protocol.pose.enabled:
+        posed = rec.has_pose
+        ate = np.full(n_total, np.nan)
+        n_posed = int(posed[:n].sum())
+        try:
+            ate[posed] = per_frame_ate(rec.est_cam2world[posed], rec.gt_cam2world[posed], protocol.pose.align,
+                                       align_first_n=n_posed if protocol.pose.align != "none" else None)
+        except InputError as err:
+            drift["ate_error"] = str(err)
+        curves["ate"] = ate.tolist()
+        drift["ate_per_100_frames"] = drift_rate(ate, n)
+    if protocol.depth.align:
+        curves["abs_rel"] = rec.abs_rel.tolist()
+        d = protocol.depth
+        fixed = np.full(n_total, np.nan)
+        try:
+            scale = depth_metrics(rec.pred_samples[:n, None], rec.gt_samples[:n, None], "median_sequence",
+                                  d.min_depth, d.max_depth).scale
+            m = depth_metrics(rec.pred_samples[:, None] * scale, rec.gt_samples[:, None], "none", d.min_depth,
+                              d.max_depth)
+            fixed = np.asarray(m.abs_rel_per_frame)
+            drift["depth_scale_first_frames"] = float(scale)
+        except InputError as err:
+            drift["abs_rel_fixed_scale_error"] = str(err)
+        curves["abs_rel_fixed_scale"] = fixed.tolist()
+        drift["abs_rel_fixed_scale_per_100_frames"] = drift_rate(fixed, n)
+    return curves, drift
+
+
+def check_ground_truth(rec: FrameRecords, protocol: Protocol, name: str) -> None:
+    """Raise InputError when the protocol asks for a metric the sequence has no ground truth for."""
+    if protocol.depth.align and not rec.depth_pixels.any():
+        d = protocol.depth
+        cap = "" if d.max_depth is None else f" and < {d.max_depth}"
+        raise InputError(
+            f"sequence {name}: no valid ground-truth depth in any of its {len(rec)} frames (need depth > "
+            f"{d.min_depth}{cap} m); use a sequence with depth or set depth.align: [] in the protocol"
+        )
+    if protocol.pose.enabled and rec.has_pose.sum() < 3:
+        raise InputError(
+            f"sequence {name}: {int(rec.has_pose.sum())} of {len(rec)} frames have a ground-truth pose, "
+            "ATE needs >= 3; use a sequence with poses or set pose.enabled: false in the protocol"
+        )
+
+
+def evaluate_records(rec: FrameRecords, protocol: Protocol, name: str = "sequence") -> SequenceEvaluation:
+    """Prefix metrics for every protocol length, drift curves and rates, from one run's records."""
+    check_ground_truth(rec, protocol, name)
+    result = SequenceEvaluation(name=name, num_frames=len(rec))
+    for L in resolve_lengths(protocol.lengths, len(rec)):
+        result.prefixes.append(prefix_metrics(rec, L, protocol))
+    result.curves, result.drift = drift_curves(rec, protocol)
+    return result
+
+
+@torch.inference_mode()
+def stream_records(
+    model,
+    sequence: Sequence,
+    protocol: Protocol,
+    device: torch.device | str = "cpu",
+    trajectory_path: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[FrameRecords, dict[str, float]]:
+    """Stream a sequence through a model once (constant memory), recording every frame.
+
+    Args:
+        model: a streamrecon model in eval mode (``init_state``, ``step``).
+        sequence: frames with ground truth (already frame-selected).
+        protocol: supplies fitting policy, intrinsics mode and sample sizes.
+        device: the model's device.
+        trajectory_path: optional TUM file for the predicted cam2world (written frame by frame).
+        progress: called with 1 after every frame.
+
+    Returns:
+        (records, timing {fps, latency_ms_median, latency_ms_p95}).
+    """
+    device = torch.device(device)
+    stream = FrameStream(sequence, tuple(model.cfg.image_size), protocol.resize,
+                         use_source_K=protocol.intrinsics == "source")
+    scorer = GroundTruthScorer(
+        protocol.depth.samples_per_frame,
+        protocol.cloud.points_per_frame if protocol.cloud.enabled else 0,
+        protocol.depth.min_depth,
+        protocol.depth.max_depth,
+    )
+    writer = TumWriter(trajectory_path) if trajectory_path is not None else None
+    state = model.init_state(1, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    latencies = []
+    try:
+        for raw in stream.source_frames():
+            frame = stream.fit(raw)
+            t0 = time.perf_counter()
+            x = torch.from_numpy(frame.image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+            K = None if frame.K is None else torch.as_tensor(frame.K, dtype=torch.float32, device=device)
+            K = None if K is None else K[None]
+            with autocast:
+                out, state = model.step(x, state, K=K)
+            out = {k: v[0].float().cpu().numpy() for k, v in out.items() if torch.is_tensor(v)}
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            gt_K = None if raw.K is None else stream.plan.intrinsics(raw.K)
+            scorer.update(frame, out, gt_K=gt_K)
+            if writer is not None:
+                writer.write(frame.timestamp, out["cam2world"])
+            if progress is not None:
+                progress(1)
+    finally:
+        if writer is not None:
+            writer.close()
+    lat = np.asarray(latencies) if latencies else np.full(1, np.nan)
+    timing = {
+        "fps": float(1000.0 / lat.mean()),
+        "latency_ms_median": float(np.median(lat)),
+        "latency_ms_p95": float(np.percentile(lat, 95)),
+    }
+    return scorer.records(), timing
