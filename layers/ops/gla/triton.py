@@ -176,7 +176,7 @@ def _gla_bwd_state_kernel(
 
 @triton.jit
 def _gla_bwd_dqkv_kernel(
-    q, k, v, G, hs, dhs, do, dq, dk, dv,
+    q, k, v, G, hs, dhs, do, dq, dk, dv, da,
     scale, T, TP, N,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, NS: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -206,7 +206,7 @@ def _gla_bwd_dqkv_kernel(
     # Inter-chunk: the state entering the chunk and dS after it.
     b_dq = scale * tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION) * tl.exp(b_G)
     b_to_end = tl.exp(b_glast[None, :] - b_G)
-    b_dk = tl.dot(b_v, tl.trans(b_dh), input_precision=PRECISION) * b_to_end
+    b_dk_inter = tl.dot(b_v, tl.trans(b_dh), input_precision=PRECISION) * b_to_end
     b_dv = tl.dot(b_k * b_to_end, b_dh, input_precision=PRECISION)
     # dq from earlier sub-chunks, reference R = G at the first token of this sub-chunk.
     b_ref = tl.load(G + ((i_b * TP + t0) * H + i_h) * K + o_k, mask=m_k, other=0.0)
@@ -237,8 +237,11 @@ def _gla_bwd_dqkv_kernel(
         b_acc += tl.dot(b_da_t, b_qr, input_precision=PRECISION)
         b_a_t = tl.dot(b_kr, tl.trans(b_qr), input_precision=PRECISION)  # [s, t] = score of t on s
         b_dv += scale * tl.dot(b_a_t, b_doj, input_precision=PRECISION)
-    b_dk += scale * b_acc * tl.exp(b_ref2[None, :] - b_G)
-    # The diagonal sub-block, exactly: token c as key (for dq) and as query (for dk, dv).
+    b_dk = scale * b_acc * tl.exp(b_ref2[None, :] - b_G)
+    # The diagonal sub-block, exactly: token c as key (for dq) and as query (for dk, dv). The pair
+    # (t, t) has no decay and enters q dq and k dk identically: it is kept apart for dA.
+    b_dq_diag = tl.zeros([BC, BK], dtype=tl.float32)
+    b_dk_diag = tl.zeros([BC, BK], dtype=tl.float32)
     for i_c in range(0, BC):
         c32 = tl.cast(i_c, tl.int32)
         t_c = t0 + tl.cast(i_c, tl.int64)
@@ -249,13 +252,23 @@ def _gla_bwd_dqkv_kernel(
         b_vc = tl.load(v + row_c * V + o_v, mask=m_vc, other=0.0).to(tl.float32)
         b_doc = tl.load(do + row_c * V + o_v, mask=m_vc, other=0.0).to(tl.float32)
         b_gc = tl.load(G + ((i_b * TP + t_c) * H + i_h) * K + o_k, mask=m_k, other=0.0)
+        m_self = (o_c == c32)[:, None]
         b_e_q = tl.exp(tl.where((o_c >= c32)[:, None], b_G - b_gc[None, :], float("-inf")))
-        b_dq += scale * tl.sum(b_do * b_vc[None, :], axis=1)[:, None] * b_kc[None, :] * b_e_q
+        b_t = scale * tl.sum(b_do * b_vc[None, :], axis=1)[:, None] * b_kc[None, :] * b_e_q
+        b_dq += tl.where(m_self, 0.0, b_t)
+        b_dq_diag += tl.where(m_self, b_t, 0.0)
         b_e_k = tl.exp(tl.where((o_c <= c32)[:, None], b_gc[None, :] - b_G, float("-inf")))
-        b_dk += scale * tl.sum(b_v * b_doc[None, :], axis=1)[:, None] * b_qc[None, :] * b_e_k
+        b_t = scale * tl.sum(b_v * b_doc[None, :], axis=1)[:, None] * b_qc[None, :] * b_e_k
+        b_dk += tl.where(m_self, 0.0, b_t)
+        b_dk_diag += tl.where(m_self, b_t, 0.0)
         b_dv += scale * tl.sum(b_qc[None, :] * b_k * b_e_k, axis=1)[:, None] * b_doc[None, :]
-    tl.store(dq + row[:, None] * K + o_k[None, :], b_dq, mask=m_ik)
-    tl.store(dk + row[:, None] * K + o_k[None, :], b_dk, mask=m_ik)
+    # dA_t = q_t dq_t - k_t dk_t over the pairs that span a decay: without (t, t) and, for the last
+    # token, without its write read by the final state (the host adds that term exactly).
+    b_q = tl.load(q + row[:, None] * K + o_k[None, :], mask=m_ik, other=0.0).to(tl.float32)
+    b_dk_span = b_dk + tl.where((t_i == T - 1)[:, None], 0.0, b_dk_inter)
+    tl.store(da + row[:, None] * K + o_k[None, :], b_q * b_dq - b_k * b_dk_span, mask=m_ik)
+    tl.store(dq + row[:, None] * K + o_k[None, :], b_dq + b_dq_diag, mask=m_ik)
+    tl.store(dk + row[:, None] * K + o_k[None, :], b_dk + b_dk_diag + b_dk_inter, mask=m_ik)
     tl.store(dv + row[:, None] * V + o_v[None, :], b_dv, mask=m_iv)
 
 
@@ -271,6 +284,19 @@ def _chunk_log_decay(g: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, in
     N = triton.cdiv(T, chunk_size)
     gp = torch.nn.functional.pad(g.float(), (0, 0, 0, 0, 0, N * chunk_size - T))
     return gp.view(B, N, chunk_size, H, K).cumsum(2).view(B, N * chunk_size, H, K).contiguous(), N
+
+
+def _final_state_term(k, v, g, G, hs, dht, chunk_size):
+    """``rowsum(exp(g_{T-1}) S_{T-2} * dht)`` [B, H, K]: S_{T-2} = the state before the last token's
+    decay, rebuilt from the state entering the last chunk (every exponent <= 0)."""
+    T = k.shape[1]
+    t0 = (hs.shape[2] - 1) * chunk_size
+    s_prev = hs[:, :, -1]  # [B, H, K, V]
+    if T - 1 > t0:
+        G_ref = G[:, T - 2]  # [B, H, K]
+        k_dec = k[:, t0:T - 1].float() * torch.exp(G_ref.unsqueeze(1) - G[:, t0:T - 1])
+        s_prev = torch.exp(G_ref).unsqueeze(-1) * s_prev + torch.einsum("blhk,blhv->bhkv", k_dec, v[:, t0:T - 1].float())
+    return torch.exp(g[:, T - 1].float()) * (s_prev * dht).sum(-1)
 
 
 class TritonGLAFunction(torch.autograd.Function):
@@ -297,7 +323,7 @@ class TritonGLAFunction(torch.autograd.Function):
             q, k, v, G, hs, o, scale, T, N * chunk_size, N, H=H, K=K, V=V, BT=chunk_size, BC=SUB_CHUNK,
             NS=NS, BK=BK, BV=BV, PRECISION=prec, num_warps=4,
         )
-        ctx.save_for_backward(q, k, v, G, h0, hs, ht)
+        ctx.save_for_backward(q, k, v, g, G, h0, hs)
         ctx.scale, ctx.chunk_size, ctx.g_dtype = scale, chunk_size, g.dtype
         ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
         if ht is not None:
@@ -306,7 +332,7 @@ class TritonGLAFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, G, h0, hs, ht = ctx.saved_tensors
+        q, k, v, g, G, h0, hs = ctx.saved_tensors
         B, T, H, K = q.shape
         V = v.shape[-1]
         BT, N = ctx.chunk_size, hs.shape[2]
@@ -325,16 +351,15 @@ class TritonGLAFunction(torch.autograd.Function):
         dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
         dk = torch.empty_like(dq)
         dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
+        d_a = torch.empty_like(dq)
         _gla_bwd_dqkv_kernel[(N * NS, B * H)](
-            q, k, v, G, hs, dhs, do, dq, dk, dv, ctx.scale, T, N * BT, N, H=H, K=K, V=V, BT=BT,
+            q, k, v, G, hs, dhs, do, dq, dk, dv, d_a, ctx.scale, T, N * BT, N, H=H, K=K, V=V, BT=BT,
             BC=SUB_CHUNK, NS=NS, BK=BK, BV=BV, PRECISION=prec, num_warps=4,
         )
-        # dg: the decay enters only through q * exp(A) and k * exp(-A) (A = cumulative log-decay)
-        # and the final state, so dA_t = q_t dq_t - k_t dk_t (+ rowsum(S_T * dS_T) at t = T - 1) and
-        # dg_t = sum_{u >= t} dA_u.
-        d_a = q.float() * dq - k.float() * dk
-        if use_dht and T > 0:
-            d_a[:, -1] += (ht * dht.float()).sum(-1)
+        # dg_t = sum_{u >= t} dA_u (README.md); the final state adds, at the last token, the read of
+        # everything written before it: rowsum(exp(g_{T-1}) S_{T-2} * dS_T).
+        if use_dht:
+            d_a[:, -1] += _final_state_term(k, v, g, G, hs, dht.float(), BT)
         dg = d_a.flip(1).cumsum(1).flip(1)
         dh0_out = dh0.to(ctx.h0_dtype) if dh0 is not None else None
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg.to(ctx.g_dtype), dh0_out, None, None, None
