@@ -164,8 +164,8 @@ def rotation_geodesic(R_pred: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
     return torch.atan2(sin2, trace - 1.0)
 
 
-def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossConfig
-                        ) -> dict[str, torch.Tensor]:
+def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossConfig,
+                        first_cam2world: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """All training terms for one clip batch.
 
     Args:
@@ -175,6 +175,9 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
         batch: ``depth`` [B, T, H, W] metres (0 invalid), ``K`` [B, T, 3, 3] pixels, ``cam2world``
             [B, T, 4, 4] (dataset world), ``dataset`` list[str] of length B.
         cfg: weights.
+        first_cam2world: [B, 4, 4] dataset-world pose of the camera that defines the model's world
+            (default: the batch's frame 0). Truncated backprop passes the clip's first pose for
+            every later segment, whose own frame 0 is then not the identity.
 
     Returns:
         dict of scalars: ``loss`` (the weighted total to minimise) and each unweighted term
@@ -185,7 +188,8 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
     gt_depth = batch["depth"].to(pred["depth"].dtype)
     B, T, H, W = gt_depth.shape
     K_gt = batch["K"].to(gt_depth.dtype)
-    rel = gt_relative_to_first(batch["cam2world"].to(gt_depth.dtype))
+    reference = batch["cam2world"][:, :1] if first_cam2world is None else first_cam2world[:, None]
+    rel = relative_pose(reference.double(), batch["cam2world"].double()).to(gt_depth.dtype)
     valid = gt_depth > 0
     enough = valid.flatten(1).sum(1) >= cfg.min_valid_pixels                              # [B]
     valid = valid & enough.view(B, 1, 1, 1)
@@ -206,17 +210,18 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
     terms["gradient"] = (depth_gradient_loss(depth_pred_n, depth_gt_n, valid) if cfg.gradient > 0
                          else gt_depth.new_zeros(()))
 
-    # Cameras: frame 0 is the identity on both sides, so only frames 1.. carry signal.
+    # Cameras: the reference frame is the identity on both sides, so only later frames carry signal.
     # Clips without enough depth normalise translations by their mean camera distance instead.
-    if T > 1:
-        t_pred, t_gt = pred["cam2world"][:, 1:, :3, 3], rel[:, 1:, :3, 3]
+    first = 1 if first_cam2world is None else 0
+    if T > first:
+        t_pred, t_gt = pred["cam2world"][:, first:, :3, 3], rel[:, first:, :3, 3]
         cam_pred = t_pred.norm(dim=-1).mean(1).clamp_min(_EPS)
         cam_gt = t_gt.norm(dim=-1).mean(1).clamp_min(_EPS)
         t_pred = t_pred / torch.where(enough, s_pred, cam_pred).view(B, 1, 1)
         t_gt = t_gt / torch.where(enough, s_gt, cam_gt).view(B, 1, 1)
         terms["camera_translation"] = (t_pred - t_gt).norm(dim=-1).mean()
         terms["camera_rotation"] = rotation_geodesic(
-            pred["cam2world"][:, 1:, :3, :3], rel[:, 1:, :3, :3]).mean()
+            pred["cam2world"][:, first:, :3, :3], rel[:, first:, :3, :3]).mean()
     else:
         terms["camera_translation"] = terms["camera_rotation"] = gt_depth.new_zeros(())
     fov_h, fov_w = intrinsics_to_fov(K_gt, H, W)
