@@ -60,7 +60,7 @@ def swiglu_features(x: torch.Tensor, w0: torch.Tensor, w2: torch.Tensor) -> torc
 
 def sequence_features(x: torch.Tensor, w0: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """``phi`` on sequence-first tokens: x [B, T, H, K], w0 / w2 [B, H, K, Dh] -> [B, T, H, Dh]."""
-    return swiglu_features(x.unsqueeze(-2), w0.unsqueeze(1), w2.unsqueeze(1)).squeeze(-2)
+    return F.silu(torch.einsum("bthk,bhkd->bthd", x, w0)) * torch.einsum("bthk,bhkd->bthd", x, w2)
 
 
 def fast_weight_read(x: torch.Tensor, weights: FastWeights) -> torch.Tensor:
