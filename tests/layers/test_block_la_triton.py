@@ -70,9 +70,9 @@ MODES = [pytest.param(False, id="strict"), pytest.param(True, id="inclusive")]
 @pytest.mark.parametrize(
     "B,T,H,K,V,block_size,decay",
     [
-        pytest.param(2, 63, 2, 24, 20, 8, 1.0, id="B2-T63-H2-K24-V20-bs8-decay1"),
+        pytest.param(2, 63, 2, 24, 20, 6, 1.0, id="B2-T63-H2-K24-V20-bs6-decay1"),  # 2 super-chunks
         pytest.param(1, 40, 1, 16, 16, 1, 20.0, id="B1-T40-K16-bs1-decay20"),
-        pytest.param(1, 75, 1, 60, 16, 32, None, id="B1-T75-K60-bs32-no-decay"),
+        pytest.param(1, 75, 1, 60, 16, 32, None, id="B1-T75-K60-bs32-no-decay"),  # last one partial
         pytest.param(1, 1, 1, 4, 4, 5, 20.0, id="B1-T1-K4-bs5-decay20"),
     ],
 )

@@ -1,21 +1,27 @@
 """Block-causal linear attention with per-channel block decay: Triton kernels (forward and backward).
 
-Same function as ``naive_block_la`` (see ``naive.py``). One program per (value tile, batch x head)
-keeps the [K, BV] state in registers (fp32) and walks the blocks in order; a block is read in token
-tiles of ``BT`` rows (masked where the block or the sequence ends):
+Same function as ``naive_block_la`` (see ``naive.py``). Blocks are grouped into super-chunks of
+``NPS`` blocks (about ``SUPER_CHUNK_TOKENS`` tokens; one block when a block is that long). Every
+program keeps a [K, BV] slice of a state in registers (fp32) and reads a block in token tiles of
+``BT`` rows (masked where the block or the sequence ends). Five kernels, three phases each way:
 
-* forward: strict blocks read the state and accumulate ``K^T V`` tile by tile, then
-  ``S = diag(exp g) S + K^T V``; inclusive blocks accumulate and update first, then read.
-* backward ``dq``: the same forward walk with ``dq = scale * dO S^T`` (one partial per value tile,
-  summed on the host).
-* backward ``dk, dv, dS0``: a reverse walk carrying ``dS`` (the gradient of the state after the
-  block): ``dk = V dS^T``, ``dv = K dS``, ``dS <- diag(exp g) dS + scale * Q^T dO`` (inclusive: the
-  ``Q^T dO`` term joins before ``dk, dv`` are read).
-* ``dg`` on the host from the identity (README.md): with ``Q_c = sum_{i in c} q_i * dq_i``,
+* forward: (1) per super-chunk, in parallel, its contribution ``sum_c (prod of later decays) K_c^T V_c``
+  (a walk over its blocks from a zero state); (2) a scan over super-chunks,
+  ``S <- diag(exp G_sc) S + contribution``, storing the state each super-chunk starts from;
+  (3) per super-chunk, in parallel, a walk over its blocks from that state writing
+  ``o = scale * Q S`` (strict blocks read before adding ``K^T V``, inclusive after).
+* backward: dq by the same walk as (3) with ``dq = scale * dO S^T`` (stored states, one partial per
+  value tile summed on the host); (1') per super-chunk the contribution of its ``scale * Q^T dO``
+  to the state gradient (a reverse walk from zero); (2') the same scan in reverse, giving ``dS``
+  after every super-chunk and ``dS0``; (3') per super-chunk a reverse walk from that ``dS``
+  writing ``dk = V dS^T``, ``dv = K dS``, ``dS <- diag(exp g) dS + scale * Q^T dO`` (inclusive:
+  the ``Q^T dO`` term joins before dk, dv are read).
+* ``dg`` on the host from the identity in README.md: with ``Q_c = sum_{i in c} q_i * dq_i``,
   ``K_c = sum_{j in c} k_j * dk_j`` and ``R = rowsum(S_final * dS_final)``,
   strict ``dg_c = R + sum_{c' > c} Q_c' - sum_{c' >= c} K_c'``, inclusive
   ``dg_c = R + sum_{c' >= c} (Q_c' - K_c')``.
 
+Grid: (batch x head, value tiles, super-chunks). Memory: one [K, V] state per super-chunk.
 Interpreter rules (TRITON_INTERPRET=1 on CPU, see layers.md): pointer arithmetic with masks, fp32
 ``tl.dot`` only, ``tl.cast`` on loop variables, one fixed launch configuration (no autotuning),
 dot tiles >= 16. GPU dots use IEEE fp32 unless ``torch.backends.cuda.matmul.allow_tf32`` is set.
@@ -32,276 +38,249 @@ import triton.language as tl
 from layers.ops.block_la.chunk import MAX_KERNEL_HEAD_DIM as MAX_HEAD_DIM
 from layers.ops.block_la.naive import check_block_la_inputs, num_blocks
 
+SUPER_CHUNK_TOKENS = 64
+"""Blocks per super-chunk: ``max(1, SUPER_CHUNK_TOKENS // block_size)``."""
+
 
 @triton.jit
-def _block_la_fwd_kernel(
-    q,
-    k,
-    v,
-    g,
-    h0,
-    o,
-    ht,
-    scale,
-    T,
-    NB,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    L: tl.constexpr,
-    NS: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_G: tl.constexpr,
-    USE_H0: tl.constexpr,
-    INCLUSIVE: tl.constexpr,
-    PRECISION: tl.constexpr,
+def _tile_rows(i_b, i_h, T, t_blk, i_s, H: tl.constexpr, L: tl.constexpr, BT: tl.constexpr):
+    """Flat row index ((b * T + t) * H + h) of token tile ``i_s`` of the block starting at ``t_blk``."""
+    o_in = tl.cast(i_s, tl.int64) * BT + tl.arange(0, BT)
+    m_t = (o_in < L) & (t_blk + o_in < T)
+    return (i_b * T + t_blk + o_in) * H + i_h, m_t
+
+
+@triton.jit
+def _load_rows(p, row, m_t, o_d, m_d, D: tl.constexpr):
+    """[BT, BD] tile of a [B, T, H, D] tensor as fp32 (zeros where masked)."""
+    return tl.load(p + row[:, None] * D + o_d[None, :], mask=m_t[:, None] & m_d[None, :], other=0.0).to(
+        tl.float32
+    )
+
+
+@triton.jit
+def _decay(b_h, g, i_b, i_c, i_h, NB, o_k, m_k, H: tl.constexpr, K: tl.constexpr):
+    """diag(exp g_c) b_h (no-op for blocks past the end)."""
+    b_g = tl.load(
+        g + ((i_b * NB + i_c) * H + i_h) * K + o_k, mask=m_k & (i_c + tl.zeros_like(o_k) < NB), other=0.0
+    ).to(tl.float32)
+    return b_h * tl.exp(b_g)[:, None]
+
+
+# fmt: off
+@triton.jit
+def _chunk_contrib_kernel(
+    a, b, g, out, scale, T, NB, NC, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, L: tl.constexpr,
+    NS: tl.constexpr, NPS: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, REVERSE: tl.constexpr, INCLUSIVE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
+    # fmt: on
+    # Forward (REVERSE=False, a=k, b=v): the state a super-chunk adds, sum_c decay_after_c * K_c^T V_c.
+    # Backward (REVERSE=True, a=q, b=do): what it adds to the gradient of the state before it.
+    i_bh, i_v, i_sc = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
+    o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    b_s = tl.zeros([BK, BV], dtype=tl.float32)
+    for i_n in range(0, NPS):
+        if REVERSE:
+            i_c = i_sc * NPS + NPS - 1 - i_n
+        else:
+            i_c = i_sc * NPS + i_n
+        t_blk = tl.cast(i_c, tl.int64) * L
+        b_ab = tl.zeros([BK, BV], dtype=tl.float32)
+        for i_s in range(0, NS):
+            row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+            b_a = _load_rows(a, row, m_t, o_k, m_k, K)
+            b_b = _load_rows(b, row, m_t, o_v, m_v, V)
+            b_ab += tl.dot(tl.trans(b_a), b_b, input_precision=PRECISION)
+        if REVERSE and INCLUSIVE:
+            b_s += b_ab * scale
+        if USE_G:
+            b_s = _decay(b_s, g, i_b, i_c, i_h, NB, o_k, m_k, H, K)
+        if REVERSE and not INCLUSIVE:
+            b_s += b_ab * scale
+        if not REVERSE:
+            b_s += b_ab
+    p_out = out + ((tl.cast(i_bh, tl.int64) * NC + i_sc) * K + o_k[:, None]) * V + o_v[None, :]
+    tl.store(p_out, b_s, mask=m_k[:, None] & m_v[None, :])
+
+
+# fmt: off
+@triton.jit
+def _chunk_scan_kernel(
+    x, gsc, h0, ht, NC, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, USE_H0: tl.constexpr, REVERSE: tl.constexpr,
+):
+    # fmt: on
+    # x [B, H, NC, K, V]: contributions in, overwritten with the state entering each super-chunk
+    # (REVERSE: the gradient of the state leaving it); S <- diag(exp G_sc) S + x_sc; ht = last S.
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
     p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_h += tl.load(h0 + p_state, mask=m_kv, other=0.0).to(tl.float32)
-    for i_c in range(0, NB):
-        t_blk = tl.cast(i_c, tl.int64) * L
-        b_kv = tl.zeros([BK, BV], dtype=tl.float32)
-        for i_s in range(0, NS):
-            o_in = tl.cast(i_s, tl.int64) * BT + o_t
-            m_t = (o_in < L) & (t_blk + o_in < T)
-            row = (i_b * T + t_blk + o_in) * H + i_h
-            b_k = tl.load(
-                k + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-            ).to(tl.float32)
-            b_v = tl.load(
-                v + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-            ).to(tl.float32)
-            b_kv += tl.dot(tl.trans(b_k), b_v, input_precision=PRECISION)
-            if not INCLUSIVE:
-                b_q = tl.load(
-                    q + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-                ).to(tl.float32)
-                b_o = tl.dot(b_q, b_h, input_precision=PRECISION) * scale
-                tl.store(
-                    o + row[:, None] * V + o_v[None, :],
-                    b_o.to(o.dtype.element_ty),
-                    mask=m_t[:, None] & m_v[None, :],
-                )
+    for i_r in range(0, NC):
+        if REVERSE:
+            i_sc = NC - 1 - i_r
+        else:
+            i_sc = i_r
+        p_x = x + ((tl.cast(i_bh, tl.int64) * NC + i_sc) * K + o_k[:, None]) * V + o_v[None, :]
+        b_x = tl.load(p_x, mask=m_kv, other=0.0)
+        tl.store(p_x, b_h, mask=m_kv)
         if USE_G:
-            b_g = tl.load(g + ((i_b * NB + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-            b_h = b_h * tl.exp(b_g)[:, None]
-        b_h += b_kv
-        if INCLUSIVE:
-            for i_s in range(0, NS):
-                o_in = tl.cast(i_s, tl.int64) * BT + o_t
-                m_t = (o_in < L) & (t_blk + o_in < T)
-                row = (i_b * T + t_blk + o_in) * H + i_h
-                b_q = tl.load(
-                    q + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-                ).to(tl.float32)
-                b_o = tl.dot(b_q, b_h, input_precision=PRECISION) * scale
-                tl.store(
-                    o + row[:, None] * V + o_v[None, :],
-                    b_o.to(o.dtype.element_ty),
-                    mask=m_t[:, None] & m_v[None, :],
-                )
+            b_h = _decay(b_h, gsc, i_b, i_sc, i_h, NC, o_k, m_k, H, K)
+        b_h += b_x
     tl.store(ht + p_state, b_h, mask=m_kv)
 
 
+# fmt: off
 @triton.jit
-def _block_la_bwd_dq_kernel(
-    k,
-    v,
-    g,
-    h0,
-    do,
-    dq,
-    scale,
-    T,
-    NB,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    L: tl.constexpr,
-    NS: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_G: tl.constexpr,
-    USE_H0: tl.constexpr,
-    INCLUSIVE: tl.constexpr,
+def _read_tile(
+    x, out, b_h, row, m_t, o_k, m_k, o_v, m_v, scale, out_offset, K: tl.constexpr, V: tl.constexpr,
+    GRAD: tl.constexpr, PRECISION: tl.constexpr,
+):
+    # fmt: on
+    """o = scale * q S (x = q, out = o) or dq = scale * dO S^T (x = do, out = dq partial)."""
+    if GRAD:
+        b_do = _load_rows(x, row, m_t, o_v, m_v, V)
+        b_dq = tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION) * scale
+        tl.store(out + out_offset + row[:, None] * K + o_k[None, :], b_dq, mask=m_t[:, None] & m_k[None, :])
+    else:
+        b_q = _load_rows(x, row, m_t, o_k, m_k, K)
+        b_o = tl.dot(b_q, b_h, input_precision=PRECISION) * scale
+        tl.store(
+            out + row[:, None] * V + o_v[None, :],
+            b_o.to(out.dtype.element_ty),
+            mask=m_t[:, None] & m_v[None, :],
+        )
+
+
+# fmt: off
+@triton.jit
+def _chunk_read_kernel(
+    x, k, v, g, h, out, scale, T, NB, NC, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    L: tl.constexpr, NS: tl.constexpr, NPS: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, INCLUSIVE: tl.constexpr, GRAD: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    # dq[i_v] = scale * dO[:, value tile] S[:, value tile]^T, S = the state each block reads.
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
+    # fmt: on
+    # Walk the blocks of one super-chunk from its entering state h[sc]; read it per block.
+    i_bh, i_v, i_sc = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
+    o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    b_h = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        b_h += tl.load(
-            h0 + (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :], mask=m_kv, other=0.0
-        )
-    p_dq_base = dq + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
-    for i_c in range(0, NB):
+    p_h = h + ((tl.cast(i_bh, tl.int64) * NC + i_sc) * K + o_k[:, None]) * V + o_v[None, :]
+    b_h = tl.load(p_h, mask=m_k[:, None] & m_v[None, :], other=0.0)
+    out_offset = tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
+    for i_n in range(0, NPS):
+        i_c = i_sc * NPS + i_n
         t_blk = tl.cast(i_c, tl.int64) * L
         b_kv = tl.zeros([BK, BV], dtype=tl.float32)
         for i_s in range(0, NS):
-            o_in = tl.cast(i_s, tl.int64) * BT + o_t
-            m_t = (o_in < L) & (t_blk + o_in < T)
-            row = (i_b * T + t_blk + o_in) * H + i_h
-            b_k = tl.load(
-                k + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-            ).to(tl.float32)
-            b_v = tl.load(
-                v + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-            ).to(tl.float32)
-            b_kv += tl.dot(tl.trans(b_k), b_v, input_precision=PRECISION)
+            row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+            if NPS > 1:  # the state is only carried on inside a super-chunk of several blocks
+                b_k = _load_rows(k, row, m_t, o_k, m_k, K)
+                b_v = _load_rows(v, row, m_t, o_v, m_v, V)
+                b_kv += tl.dot(tl.trans(b_k), b_v, input_precision=PRECISION)
             if not INCLUSIVE:
-                b_do = tl.load(
-                    do + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-                ).to(tl.float32)
-                b_dq = tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION) * scale
-                tl.store(p_dq_base + row[:, None] * K + o_k[None, :], b_dq, mask=m_t[:, None] & m_k[None, :])
+                _read_tile(
+                    x, out, b_h, row, m_t, o_k, m_k, o_v, m_v, scale, out_offset, K, V, GRAD, PRECISION
+                )
+        if INCLUSIVE:
+            if NPS == 1:
+                for i_s in range(0, NS):
+                    row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+                    b_k = _load_rows(k, row, m_t, o_k, m_k, K)
+                    b_v = _load_rows(v, row, m_t, o_v, m_v, V)
+                    b_kv += tl.dot(tl.trans(b_k), b_v, input_precision=PRECISION)
         if USE_G:
-            b_g = tl.load(g + ((i_b * NB + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-            b_h = b_h * tl.exp(b_g)[:, None]
+            b_h = _decay(b_h, g, i_b, i_c, i_h, NB, o_k, m_k, H, K)
         b_h += b_kv
         if INCLUSIVE:
             for i_s in range(0, NS):
-                o_in = tl.cast(i_s, tl.int64) * BT + o_t
-                m_t = (o_in < L) & (t_blk + o_in < T)
-                row = (i_b * T + t_blk + o_in) * H + i_h
-                b_do = tl.load(
-                    do + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-                ).to(tl.float32)
-                b_dq = tl.dot(b_do, tl.trans(b_h), input_precision=PRECISION) * scale
-                tl.store(p_dq_base + row[:, None] * K + o_k[None, :], b_dq, mask=m_t[:, None] & m_k[None, :])
+                row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+                _read_tile(
+                    x, out, b_h, row, m_t, o_k, m_k, o_v, m_v, scale, out_offset, K, V, GRAD, PRECISION
+                )
 
 
+# fmt: off
 @triton.jit
-def _block_la_bwd_dkdv_kernel(
-    q,
-    k,
-    v,
-    g,
-    do,
-    dht,
-    dk,
-    dv,
-    dh0,
-    scale,
-    T,
-    NB,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    L: tl.constexpr,
-    NS: tl.constexpr,
-    BT: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_G: tl.constexpr,
-    USE_DHT: tl.constexpr,
-    INCLUSIVE: tl.constexpr,
-    PRECISION: tl.constexpr,
+def _chunk_dkdv_kernel(
+    q, k, v, g, do, dh, dk, dv, scale, T, NB, NC, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    L: tl.constexpr, NS: tl.constexpr, NPS: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, INCLUSIVE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # Reverse walk; b_dh = gradient of the state after the current block (value tile i_v).
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)  # batch x head on axis 0 (no 65535 limit)
+    # fmt: on
+    # Reverse walk of one super-chunk from dh[sc] (gradient of the state after it).
+    i_bh, i_v, i_sc = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
+    o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]
-    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_DHT:
-        b_dh += tl.load(dht + p_state, mask=m_kv, other=0.0).to(tl.float32)
-    p_dk_base = dk + tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
-    for i_r in range(0, NB):
-        i_c = NB - 1 - i_r
+    p_dh = dh + ((tl.cast(i_bh, tl.int64) * NC + i_sc) * K + o_k[:, None]) * V + o_v[None, :]
+    b_dh = tl.load(p_dh, mask=m_k[:, None] & m_v[None, :], other=0.0)
+    dk_offset = tl.cast(i_v, tl.int64) * (tl.cast(T, tl.int64) * (tl.num_programs(0) * K))
+    for i_n in range(0, NPS):
+        i_c = i_sc * NPS + NPS - 1 - i_n
         t_blk = tl.cast(i_c, tl.int64) * L
         b_qdo = tl.zeros([BK, BV], dtype=tl.float32)
-        for i_s in range(0, NS):
-            o_in = tl.cast(i_s, tl.int64) * BT + o_t
-            m_t = (o_in < L) & (t_blk + o_in < T)
-            row = (i_b * T + t_blk + o_in) * H + i_h
-            b_q = tl.load(
-                q + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-            ).to(tl.float32)
-            b_do = tl.load(
-                do + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-            ).to(tl.float32)
-            b_qdo += tl.dot(tl.trans(b_q), b_do, input_precision=PRECISION)
-            if not INCLUSIVE:
-                b_k = tl.load(
-                    k + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-                ).to(tl.float32)
-                b_v = tl.load(
-                    v + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-                ).to(tl.float32)
-                b_dk = tl.dot(b_v, tl.trans(b_dh), input_precision=PRECISION)
-                b_dv = tl.dot(b_k, b_dh, input_precision=PRECISION)
-                tl.store(p_dk_base + row[:, None] * K + o_k[None, :], b_dk, mask=m_t[:, None] & m_k[None, :])
-                tl.store(
-                    dv + row[:, None] * V + o_v[None, :],
-                    b_dv.to(dv.dtype.element_ty),
-                    mask=m_t[:, None] & m_v[None, :],
-                )
+        if INCLUSIVE or NPS > 1:  # Q^T dO of this block, needed before (inclusive) or after the reads
+            for i_s in range(0, NS):
+                row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+                b_q = _load_rows(q, row, m_t, o_k, m_k, K)
+                b_do = _load_rows(do, row, m_t, o_v, m_v, V)
+                b_qdo += tl.dot(tl.trans(b_q), b_do, input_precision=PRECISION)
         if INCLUSIVE:
             b_dh += b_qdo * scale
-            for i_s in range(0, NS):
-                o_in = tl.cast(i_s, tl.int64) * BT + o_t
-                m_t = (o_in < L) & (t_blk + o_in < T)
-                row = (i_b * T + t_blk + o_in) * H + i_h
-                b_k = tl.load(
-                    k + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0
-                ).to(tl.float32)
-                b_v = tl.load(
-                    v + row[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
-                ).to(tl.float32)
-                b_dk = tl.dot(b_v, tl.trans(b_dh), input_precision=PRECISION)
-                b_dv = tl.dot(b_k, b_dh, input_precision=PRECISION)
-                tl.store(p_dk_base + row[:, None] * K + o_k[None, :], b_dk, mask=m_t[:, None] & m_k[None, :])
-                tl.store(
-                    dv + row[:, None] * V + o_v[None, :],
-                    b_dv.to(dv.dtype.element_ty),
-                    mask=m_t[:, None] & m_v[None, :],
-                )
+        for i_s in range(0, NS):
+            row, m_t = _tile_rows(i_b, i_h, T, t_blk, i_s, H, L, BT)
+            b_k = _load_rows(k, row, m_t, o_k, m_k, K)
+            b_v = _load_rows(v, row, m_t, o_v, m_v, V)
+            b_dk = tl.dot(b_v, tl.trans(b_dh), input_precision=PRECISION)
+            b_dv = tl.dot(b_k, b_dh, input_precision=PRECISION)
+            tl.store(dk + dk_offset + row[:, None] * K + o_k[None, :], b_dk, mask=m_t[:, None] & m_k[None, :])
+            tl.store(
+                dv + row[:, None] * V + o_v[None, :],
+                b_dv.to(dv.dtype.element_ty),
+                mask=m_t[:, None] & m_v[None, :],
+            )
         if USE_G:
-            b_g = tl.load(g + ((i_b * NB + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-            b_dh = b_dh * tl.exp(b_g)[:, None]
+            b_dh = _decay(b_dh, g, i_b, i_c, i_h, NB, o_k, m_k, H, K)
         if not INCLUSIVE:
             b_dh += b_qdo * scale
-    tl.store(dh0 + p_state, b_dh, mask=m_kv)
 
 
 def _launch_config(T: int, K: int, V: int, block_size: int) -> dict:
-    """Tile sizes (powers of two, >= 16 for ``tl.dot``) and the number of token tiles per block."""
+    """Tile sizes (powers of two, >= 16 for ``tl.dot``), token tiles per block, blocks per super-chunk."""
     if K > MAX_HEAD_DIM:
         raise ValueError(
             f"block_la (triton): key dim K must be <= {MAX_HEAD_DIM}, got {K}; use backend='torch'"
         )
-    bt = min(64, max(16, triton.next_power_of_2(min(block_size, max(T, 1)))))
+    rows = min(block_size, max(T, 1))
+    bt = min(64, max(16, triton.next_power_of_2(rows)))
     bk = max(16, triton.next_power_of_2(K))
     bv = min(64 if bk <= 128 else 32, max(16, triton.next_power_of_2(V)))
-    return dict(L=block_size, NS=triton.cdiv(min(block_size, max(T, 1)), bt), BT=bt, BK=bk, BV=bv)
+    nps = max(1, min(SUPER_CHUNK_TOKENS // block_size, num_blocks(T, block_size)))
+    return dict(L=block_size, NS=triton.cdiv(rows, bt), NPS=nps, BT=bt, BK=bk, BV=bv)
 
 
 def _dot_precision(device: torch.device) -> str:
     if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "ieee"
+
+
+def _super_chunk_decay(g: torch.Tensor, nps: int, nc: int) -> torch.Tensor:
+    """Total log-decay of each super-chunk [B, NC, H, K] from the per-block g [B, NB, H, K]."""
+    B, nb, H, K = g.shape
+    return (
+        torch.nn.functional.pad(g, (0, 0, 0, 0, 0, nc * nps - nb)).view(B, nc, nps, H, K).sum(2).contiguous()
+    )
 
 
 class BlockLAFunction(torch.autograd.Function):
@@ -311,95 +290,85 @@ class BlockLAFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, g, initial_state, block_size, scale, inclusive):
         B, T, H, K = q.shape
         V = v.shape[-1]
-        nb = num_blocks(T, block_size)
         cfg = _launch_config(T, K, V, block_size)
-        precision = _dot_precision(q.device)
-        o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
-        ht = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
-        grid = (B * H, triton.cdiv(V, cfg["BV"]))
-        _block_la_fwd_kernel[grid](
-            q,
-            k,
-            v,
-            q if g is None else g,
-            q if initial_state is None else initial_state,
-            o,
-            ht,
-            float(scale),
-            T,
-            nb,
-            H=H,
-            K=K,
-            V=V,
-            **cfg,
-            USE_G=g is not None,
-            USE_H0=initial_state is not None,
-            INCLUSIVE=bool(inclusive),
-            PRECISION=precision,
-            num_warps=4,
+        nb = num_blocks(T, block_size)
+        nc = triton.cdiv(nb, cfg["NPS"])
+        nv = triton.cdiv(V, cfg["BV"])
+        gsc = None if g is None else _super_chunk_decay(g, cfg["NPS"], nc)
+        common = dict(H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], USE_G=g is not None, num_warps=4)
+        walk = dict(
+            common, L=block_size, NS=cfg["NS"], NPS=cfg["NPS"], BT=cfg["BT"], INCLUSIVE=bool(inclusive)
         )
-        ctx.save_for_backward(q, k, v, g, initial_state, ht)
+        walk["PRECISION"] = _dot_precision(q.device)
+        g_arg = q if g is None else g
+        states = torch.empty(B, H, nc, K, V, dtype=torch.float32, device=q.device)
+        ht = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
+        o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
+        _chunk_contrib_kernel[(B * H, nv, nc)](k, v, g_arg, states, 1.0, T, nb, nc, REVERSE=False, **walk)
+        _chunk_scan_kernel[(B * H, nv)](
+            states,
+            q if gsc is None else gsc,
+            q if initial_state is None else initial_state,
+            ht,
+            nc,
+            USE_H0=initial_state is not None,
+            REVERSE=False,
+            **common,
+        )
+        _chunk_read_kernel[(B * H, nv, nc)](
+            q, k, v, g_arg, states, o, float(scale), T, nb, nc, GRAD=False, **walk
+        )
+        ctx.save_for_backward(q, k, v, g, gsc, initial_state, states, ht)
         ctx.block_size, ctx.scale, ctx.inclusive = block_size, scale, inclusive
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, initial_state, ht = ctx.saved_tensors
+        q, k, v, g, gsc, initial_state, states, ht = ctx.saved_tensors
         B, T, H, K = q.shape
         V = v.shape[-1]
-        nb = num_blocks(T, ctx.block_size)
         cfg = _launch_config(T, K, V, ctx.block_size)
-        precision = _dot_precision(q.device)
+        nb, nc = num_blocks(T, ctx.block_size), states.shape[2]
         nv = triton.cdiv(V, cfg["BV"])
-        grid = (B * H, nv)
+        common = dict(H=H, K=K, V=V, BK=cfg["BK"], BV=cfg["BV"], USE_G=g is not None, num_warps=4)
+        walk = dict(
+            common,
+            L=ctx.block_size,
+            NS=cfg["NS"],
+            NPS=cfg["NPS"],
+            BT=cfg["BT"],
+            INCLUSIVE=bool(ctx.inclusive),
+        )
+        walk["PRECISION"] = _dot_precision(q.device)
+        g_arg, scale = (q if g is None else g), float(ctx.scale)
         do = do.contiguous()
-        flags = dict(USE_G=g is not None, INCLUSIVE=bool(ctx.inclusive), PRECISION=precision, num_warps=4)
+        dht = None if dht is None else dht.float().contiguous()
         dq_part = torch.empty(nv, B, T, H, K, dtype=torch.float32, device=q.device)
-        _block_la_bwd_dq_kernel[grid](
-            k,
-            v,
-            q if g is None else g,
-            q if initial_state is None else initial_state,
-            do,
-            dq_part,
-            float(ctx.scale),
-            T,
-            nb,
-            H=H,
-            K=K,
-            V=V,
-            **cfg,
-            USE_H0=initial_state is not None,
-            **flags,
+        _chunk_read_kernel[(B * H, nv, nc)](
+            do, k, v, g_arg, states, dq_part, scale, T, nb, nc, GRAD=True, **walk
+        )
+        dstates = torch.empty(B, H, nc, K, V, dtype=torch.float32, device=q.device)
+        dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
+        _chunk_contrib_kernel[(B * H, nv, nc)](q, do, g_arg, dstates, scale, T, nb, nc, REVERSE=True, **walk)
+        _chunk_scan_kernel[(B * H, nv)](
+            dstates,
+            q if gsc is None else gsc,
+            q if dht is None else dht,
+            dh0,
+            nc,
+            USE_H0=dht is not None,
+            REVERSE=True,
+            **common,
         )
         dk_part = torch.empty(nv, B, T, H, K, dtype=torch.float32, device=q.device)
         dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
-        dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
-        dht_c = None if dht is None else dht.float().contiguous()
-        _block_la_bwd_dkdv_kernel[grid](
-            q,
-            k,
-            v,
-            q if g is None else g,
-            do,
-            q if dht_c is None else dht_c,
-            dk_part,
-            dv,
-            dh0,
-            float(ctx.scale),
-            T,
-            nb,
-            H=H,
-            K=K,
-            V=V,
-            **cfg,
-            USE_DHT=dht_c is not None,
-            **flags,
+        _chunk_dkdv_kernel[(B * H, nv, nc)](
+            q, k, v, g_arg, do, dstates, dk_part, dv, scale, T, nb, nc, **walk
         )
         dq, dk = dq_part.sum(0), dk_part.sum(0)
         dg = None
         if g is not None and ctx.needs_input_grad[3]:
-            dg = _decay_grad(q, k, dq, dk, ht, dht_c, ctx.block_size, ctx.inclusive).to(g.dtype)
+            dg = _decay_grad(q, k, dq, dk, ht, dht, ctx.block_size, ctx.inclusive).to(g.dtype)
         dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg, dh0, None, None, None
 
