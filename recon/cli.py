@@ -14,7 +14,7 @@ from recon import __version__
 from recon.errors import ReconError
 
 # Subcommands, in the order `recon --help` lists them (module names under recon.commands).
-COMMANDS = ("env", "model", "synth", "run", "data", "train", "export", "demo")
+COMMANDS = ("env", "model", "synth", "run", "data", "train", "export", "demo", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

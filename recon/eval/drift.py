@@ -43,8 +43,9 @@ class SequenceEvaluation:
 
     Attributes:
         name: sequence label. num_frames: frames streamed.
-        prefixes: one dict per evaluated length: ``length``, ``pose`` (PoseMetrics fields, or
-            ``error``), ``depth`` ({mode: metrics}), ``cloud`` (CloudMetrics fields, or ``error``).
+        prefixes: one dict per evaluated length: ``label`` (protocol entry), ``length``, ``pose``
+            (PoseMetrics fields, or ``error``), ``depth`` ({mode: metrics}), ``cloud`` (CloudMetrics
+            fields, or ``error``).
         curves: per-frame lists: ``ate`` (camera-centre error, alignment on the first n frames),
             ``abs_rel`` (per-frame median scale), ``abs_rel_fixed_scale`` (scale of the first n).
         drift: ``align_frames`` (n) and rates per 100 frames: ``ate_per_100_frames``,
@@ -83,10 +84,17 @@ def drift_rate(errors, start: int = 0) -> float:
     return float(slope * 100.0)
 
 
-def resolve_lengths(lengths: Iterable, num_frames: int) -> list[int]:
-    """Protocol lengths (ints and ``"full"``) -> sorted distinct prefix lengths <= num_frames."""
-    out = {num_frames if v == FULL else int(v) for v in lengths}
-    return sorted(v for v in out if 3 <= v <= num_frames)
+def resolve_lengths(lengths: Iterable, num_frames: int) -> list[tuple[int, str]]:
+    """Protocol lengths (ints and ``"full"``) -> sorted distinct (length, label) with length <= num_frames.
+
+    The label is the protocol's entry (``"100"``) or ``"full"`` for the whole sequence when no
+    integer entry equals its length; lengths beyond the sequence are dropped.
+    """
+    ints = {int(v) for v in lengths if v != FULL}
+    out = {v: str(v) for v in ints if 3 <= v <= num_frames}
+    if FULL in lengths and num_frames >= 3 and num_frames not in out:
+        out[num_frames] = FULL
+    return sorted(out.items())
 
 
 def _sim3_of(est: np.ndarray, aligned: np.ndarray, scale: float) -> tuple[float, np.ndarray, np.ndarray]:
@@ -219,8 +227,8 @@ def evaluate_records(rec: FrameRecords, protocol: Protocol, name: str = "sequenc
     """Prefix metrics for every protocol length, drift curves and rates, from one run's records."""
     check_ground_truth(rec, protocol, name)
     result = SequenceEvaluation(name=name, num_frames=len(rec))
-    for L in resolve_lengths(protocol.lengths, len(rec)):
-        result.prefixes.append(prefix_metrics(rec, L, protocol))
+    for L, label in resolve_lengths(protocol.lengths, len(rec)):
+        result.prefixes.append({"label": label, **prefix_metrics(rec, L, protocol)})
     result.curves, result.drift = drift_curves(rec, protocol)
     return result
 

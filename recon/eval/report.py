@@ -1,0 +1,283 @@
+"""Comparison reports of several checkpoints (or memory types) on one protocol.
+
+Written to an output folder:
+
+- ``report.json``: everything (protocol, settings, per model: summary rows per length, drift
+  rates, timing, and every sequence's prefix metrics and per-frame curves); NaN is written as null.
+- ``report.md``: Markdown tables: error vs sequence length, drift, per sequence.
+- ``error_vs_length.png``: ATE RMSE and AbsRel against the prefix length, one line per model.
+- ``per_frame_error.png``: the per-frame drift curves (alignment on the first n frames), mean over
+  the sequences of each model.
+
+Summary numbers are means over the sequences that reach a length (a sequence shorter than a
+length does not count for it); ``full`` rows average each sequence's full length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from recon.eval.drift import SequenceEvaluation
+from recon.eval.protocols import FULL, Protocol
+
+REPORT_FORMAT = "streamrecon-eval-report/1"
+JSON_NAME, MARKDOWN_NAME = "report.json", "report.md"
+LENGTH_PLOT, CURVE_PLOT = "error_vs_length.png", "per_frame_error.png"
+
+
+@dataclass
+class ModelRun:
+    """One model's results on a protocol.
+
+    Attributes:
+        name: label in the report. checkpoint: where the weights came from.
+        model: facts about the network (memory type, parameters, image size, signature).
+        sequences: per-sequence drift evaluations.
+    """
+
+    name: str
+    checkpoint: str
+    model: dict = field(default_factory=dict)
+    sequences: list[SequenceEvaluation] = field(default_factory=list)
+
+
+def _get(*keys: str) -> Callable[[dict], float | None]:
+    def getter(prefix: dict) -> float | None:
+        node = prefix
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return None if node is None or isinstance(node, str) else float(node)
+
+    return getter
+
+
+# (column key, Markdown header, getter on a prefix dict, number format)
+COLUMNS = (
+    ("ate_rmse", "ATE RMSE", _get("pose", "ate_rmse"), "{:.4f}"),
+    ("rpe_trans_rmse", "RPE trans", _get("pose", "rpe_trans_rmse"), "{:.4f}"),
+    ("rpe_rot_rmse_deg", "RPE rot (deg)", _get("pose", "rpe_rot_rmse_deg"), "{:.3f}"),
+    ("abs_rel_median", "AbsRel (frame median)", _get("depth", "median", "abs_rel"), "{:.4f}"),
+    ("delta1_median", "δ<1.25 (frame median)", _get("depth", "median", "delta1"), "{:.4f}"),
+    ("abs_rel_sequence", "AbsRel (seq. median)", _get("depth", "median_sequence", "abs_rel"), "{:.4f}"),
+    ("delta1_sequence", "δ<1.25 (seq. median)", _get("depth", "median_sequence", "delta1"), "{:.4f}"),
+    ("abs_rel_scale_shift", "AbsRel (scale+shift)", _get("depth", "scale_shift", "abs_rel"), "{:.4f}"),
+    ("chamfer_l1", "Chamfer-L1", _get("cloud", "chamfer_l1"), "{:.4f}"),
+    ("fscore", "F-score", _get("cloud", "fscore"), "{:.4f}"),
+)
+DRIFT_KEYS = (
+    ("ate_per_100_frames", "ATE drift / 100 frames"),
+    ("abs_rel_fixed_scale_per_100_frames", "AbsRel drift / 100 frames (scale of first n)"),
+)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _label_order(label: str) -> float:
+    return math.inf if label == FULL else float(label)
+
+
+def summarize(run: ModelRun) -> list[dict]:
+    """Rows per length label: mean of every column over the sequences reaching that length."""
+    by_label: dict[str, list[dict]] = {}
+    for seq in run.sequences:
+        for prefix in seq.prefixes:
+            by_label.setdefault(prefix["label"], []).append(prefix)
+    rows = []
+    for label in sorted(by_label, key=_label_order):
+        prefixes = by_label[label]
+        row = {"label": label, "length": float(np.mean([p["length"] for p in prefixes])),
+               "sequences": len(prefixes)}
+        for key, _, getter, _ in COLUMNS:
+            row[key] = _mean([getter(p) for p in prefixes])
+        rows.append(row)
+    return rows
+
+
+def drift_summary(run: ModelRun) -> dict:
+    """Mean drift rates and timing over the sequences of a run."""
+    out = {key: _mean([s.drift.get(key) for s in run.sequences]) for key, _ in DRIFT_KEYS}
+    out["align_frames"] = _mean([s.drift.get("align_frames") for s in run.sequences])
+    for key in ("fps", "latency_ms_median"):
+        out[key] = _mean([s.timing.get(key) for s in run.sequences])
+    return out
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def build_report(protocol: Protocol, runs: list[ModelRun], settings: dict | None = None) -> dict:
+    """The report as a JSON-ready dict (NaN -> None)."""
+    models = []
+    for run in runs:
+        models.append({
+            "name": run.name,
+            "checkpoint": run.checkpoint,
+            "model": run.model,
+            "summary": summarize(run),
+            "drift": drift_summary(run),
+            "sequences": [s.to_dict() for s in run.sequences],
+        })
+    return _json_safe({
+        "format": REPORT_FORMAT,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "protocol": protocol.to_dict(),
+        "settings": settings or {},
+        "columns": {key: header for key, header, _, _ in COLUMNS},
+        "models": models,
+    })
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else spec.format(value)
+
+
+def markdown_report(report: dict) -> str:
+    """Markdown tables of a report dict (as :func:`build_report` returns)."""
+    proto = report["protocol"]
+    rows = [row for m in report["models"] for row in m["summary"]]
+    used = [c for c in COLUMNS if any(row[c[0]] is not None for row in rows)]
+    lines = [f"# Evaluation: {proto['name']}", ""]
+    if proto.get("description"):
+        lines += [proto["description"].strip(), ""]
+    settings = report.get("settings", {})
+    if settings.get("command"):
+        lines += ["Command:", "", "```bash", settings["command"], "```", ""]
+    lines += [
+        f"Created {report['created_utc']}. Pose alignment: {proto['pose']['align']} on each prefix; drift "
+        f"curves align on the first {proto['pose']['drift_align_frames']} frames.",
+        "",
+        "## Error vs sequence length",
+        "",
+        "| model | length | sequences | " + " | ".join(c[1] for c in used) + " |",
+        "|---|---|---|" + "---|" * len(used),
+    ]
+    for m in report["models"]:
+        for row in m["summary"]:
+            label = f"full ({row['length']:.0f})" if row["label"] == FULL else row["label"]
+            cells = [_fmt(row[c[0]], c[3]) for c in used]
+            lines.append(f"| {m['name']} | {label} | {row['sequences']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Drift", "", "| model | " + " | ".join(h for _, h in DRIFT_KEYS) + " | frames/s | "
+              "median latency (ms) |", "|---|" + "---|" * (len(DRIFT_KEYS) + 2)]
+    for m in report["models"]:
+        d = m["drift"]
+        cells = [_fmt(d.get(k), "{:+.5f}") for k, _ in DRIFT_KEYS]
+        cells += [_fmt(d.get("fps"), "{:.1f}"), _fmt(d.get("latency_ms_median"), "{:.1f}")]
+        lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per sequence (longest prefix)", "",
+              "| model | sequence | frames | ATE RMSE | AbsRel (frame median) | ATE drift / 100 frames |",
+              "|---|---|---|---|---|---|"]
+    for m in report["models"]:
+        for s in m["sequences"]:
+            last = s["prefixes"][-1] if s["prefixes"] else {}
+            cells = [
+                str(s["num_frames"]),
+                _fmt(_get("pose", "ate_rmse")(last), "{:.4f}"),
+                _fmt(_get("depth", "median", "abs_rel")(last), "{:.4f}"),
+                _fmt(s["drift"].get("ate_per_100_frames"), "{:+.5f}"),
+            ]
+            lines.append(f"| {m['name']} | {s['name']} | " + " | ".join(cells) + " |")
+    lines += ["", f"![error vs length]({LENGTH_PLOT})", "", f"![per-frame error]({CURVE_PLOT})", ""]
+    return "\n".join(lines)
+
+
+def _mean_curve(curves: list[list]) -> np.ndarray:
+    """NaN-mean of curves of different lengths, frame by frame."""
+    n = max((len(c) for c in curves), default=0)
+    stack = np.full((len(curves), n), np.nan)
+    for i, c in enumerate(curves):
+        stack[i, : len(c)] = np.asarray([np.nan if v is None else v for v in c], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        counts = np.isfinite(stack).sum(axis=0)
+        return np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def plot_report(report: dict, out_dir: Path) -> list[Path]:
+    """Write the two PNG figures (matplotlib, Agg backend); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = (("ate_rmse", "ATE RMSE (Sim(3) on the prefix)"),
+              ("abs_rel_sequence", "AbsRel (sequence median scale)"),
+              ("abs_rel_median", "AbsRel (per-frame median scale)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for m in report["models"]:
+            pts = [(r["length"], r[key]) for r in m["summary"] if r[key] is not None]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, marker="o", label=m["name"])
+        ax.set(title=title, xlabel="sequence length (frames)", xscale="log")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    paths = [out_dir / LENGTH_PLOT, out_dir / CURVE_PLOT]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    n = report["protocol"]["pose"]["drift_align_frames"]
+    curves = (("ate", "camera-centre error (alignment on the first n frames)"),
+              ("abs_rel_fixed_scale", "AbsRel at the depth scale of the first n frames"))
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), constrained_layout=True)
+    for ax, (key, title) in zip(axes, curves, strict=True):
+        for m in report["models"]:
+            y = _mean_curve([s["curves"].get(key, []) for s in m["sequences"]])
+            if len(y) and np.isfinite(y).any():
+                ax.plot(np.arange(len(y)), y, label=m["name"], linewidth=1.2)
+        ax.axvline(n - 0.5, color="grey", linestyle="--", linewidth=0.8, label=f"n = {n}")
+        ax.set(title=title, xlabel="frame")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_report(
+    out_dir: str | Path, protocol: Protocol, runs: list[ModelRun], settings: dict | None = None
+) -> dict[str, Path]:
+    """Write report.json, report.md and the PNG plots into ``out_dir``; returns their paths.
+
+    The plots and the Markdown come first and report.json last (each written atomically), so a
+    report.json on disk always belongs to a finished evaluation.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(protocol, runs, settings)
+    length_png, curve_png = plot_report(report, out_dir)
+    _atomic_text(out_dir / MARKDOWN_NAME, markdown_report(report))
+    _atomic_text(out_dir / JSON_NAME, json.dumps(report, indent=1, allow_nan=False))
+    return {"json": out_dir / JSON_NAME, "markdown": out_dir / MARKDOWN_NAME, "length_plot": length_png,
+            "curve_plot": curve_png}
