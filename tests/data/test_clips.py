@@ -191,3 +191,35 @@ def test_bad_mixture_weights_raise_config_error():
     part = ClipDataset([_constant_sequence("a", 10)], clip_length=2, size=(4, 4))
     with pytest.raises(ConfigError, match="weights"):
         DatasetMixture([part, part], [1.0, -1.0], epoch_length=10)
+
+
+def test_synthetic_mixture_preset_builds_and_yields_a_clip():
+    from pathlib import Path
+
+    from jsonargparse import ArgumentParser
+
+    from recon.train.datamodule import ClipDataModule
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(ClipDataModule, "data")
+    preset = Path(__file__).parents[2] / "configs" / "data" / "synthetic.yaml"
+    dm = parser.instantiate(parser.parse_args(["--data", str(preset)])).data
+    train = dm.splits["train"]
+    assert [s.name for s in train.sources] == ["synth_static", "synth_dynamic", "synth_loops"]
+    item = DatasetMixture(
+        [
+            ClipDataset(
+                [synthetic_sequence(SynthConfig(**s.synth, width=32, height=24), s.seed)],
+                4,
+                (24, 32),
+                stride=s.stride,
+                augment=train.augment,
+                name=s.name,
+            )
+            for s in train.sources
+        ],
+        [s.weight for s in train.sources],
+        epoch_length=4,
+        seed=dm.seed,
+    )[0]
+    assert item["video"].shape == (4, 3, 24, 32) and item["dataset"] in {s.name for s in train.sources}
