@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from data.schema import Sequence
 from recon.errors import InputError
 from recon.eval.cloud_metrics import cloud_metrics
 from recon.eval.depth_metrics import depth_metrics
-from recon.eval.pose_metrics import align_trajectory, per_frame_ate, pose_metrics
+from recon.eval.pose_metrics import align_trajectory, associate_trajectories, per_frame_ate, pose_metrics
 from recon.eval.protocols import FULL, Protocol
 from recon.infer.scoring import FrameRecords, GroundTruthScorer
 from recon.infer.sources import FrameStream
@@ -295,3 +295,43 @@ def stream_records(
         "latency_ms_p95": float(np.percentile(lat, 95)),
     }
     return scorer.records(), timing
+
+
+def records_from_trajectories(ts_est, est, ts_gt, gt, max_dt: float = 0.02) -> FrameRecords:
+    """Pose-only records from two timestamped trajectories, paired by nearest timestamp.
+
+    Args:
+        ts_est: [N] seconds; est: predicted cam2world [N, 4, 4] (e.g. ``recon run``'s trajectory).
+        ts_gt: [M] seconds; gt: ground-truth cam2world [M, 4, 4].
+        max_dt: largest accepted time difference (TUM's associate rule).
+
+    Raises:
+        InputError: a trajectory and its timestamps differ in length, or no timestamps associate.
+    """
+    ts, est_m, gt_m = associate_trajectories(ts_est, est, ts_gt, gt, max_dt)
+    n = len(ts)
+    nan = np.full(n, np.nan)
+    return FrameRecords(
+        index=np.arange(n), timestamp=ts, est_cam2world=est_m, gt_cam2world=gt_m, abs_rel=nan,
+        delta1=nan.copy(), depth_pixels=np.zeros(n, np.int64), depth_scale=nan.copy(),
+        pred_samples=np.zeros((n, 0)), gt_samples=np.zeros((n, 0)), pred_points=np.zeros((n, 0, 3)),
+        gt_points=np.zeros((n, 0, 3)), point_valid=np.zeros((n, 0), bool),
+    )
+
+
+def evaluate_trajectory(
+    ts_est, est, ts_gt, gt, protocol: Protocol, name: str = "trajectory", max_dt: float = 0.02
+) -> SequenceEvaluation:
+    """Drift evaluation of a saved trajectory (pose metrics only) under a protocol's lengths.
+
+    The estimate's poses are associated to the ground truth by timestamp first; prefixes count
+    associated poses.
+    """
+    records = records_from_trajectories(ts_est, est, ts_gt, gt, max_dt)
+    pose_only = replace(
+        protocol,
+        depth=replace(protocol.depth, align=[]),
+        cloud=replace(protocol.cloud, enabled=False),
+        pose=replace(protocol.pose, enabled=True),
+    )
+    return evaluate_records(records, pose_only, name)
