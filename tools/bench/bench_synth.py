@@ -94,20 +94,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write JSON results here")
     args = parser.parse_args()
     seeds = range(args.seeds)
-    rows = []
-    for width, height in RESOLUTIONS:
-        for shadows in (True, False):
-            for threads in (1, None):
-                rows.append(_render_rate(width, height, args.frames, shadows, threads, seeds))
-    rows.append(_writer_rate(128, 96, args.frames))
-    rows.append(_loader_rate(args.frames, 0))
-    rows.append(_loader_rate(args.frames, 2))
+    jobs = [
+        (lambda w=w, h=h, s=s, t=t: _render_rate(w, h, args.frames, s, t, seeds))
+        for w, h in RESOLUTIONS
+        for s in (True, False)
+        for t in (1, None)
+    ]
+    jobs += [
+        lambda: _writer_rate(128, 96, args.frames),
+        lambda: _loader_rate(args.frames, 0),
+        lambda: _loader_rate(args.frames, 2),
+    ]
     print("| what | resolution | shadows | torch threads | frames/s | ms/frame |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for job in jobs:
+        r = job()
+        rows.append(r)
         print(
             f"| {r['what']} | {r['resolution']} | {'yes' if r['shadows'] else 'no'} | {r['threads']} "
-            f"| {r['frames_per_s']:.1f} | {r['ms_per_frame']:.1f} |"
+            f"| {r['frames_per_s']:.1f} | {r['ms_per_frame']:.1f} |",
+            flush=True,
         )
     if args.out:
         args.out.write_text(
