@@ -202,3 +202,32 @@ def test_ten_thousand_frames_stream_without_holding_images():
 def test_bad_config_raises_config_error(field, value):
     with pytest.raises(ConfigError, match=field.split("_")[0]):
         synthetic_sequence(SynthConfig(**{field: value}), seed=0)
+
+
+def test_cast_shadows_are_exactly_where_the_light_is_blocked():
+    r, center = 0.35, np.array([0.4, 1.2, 1.0])
+    scene = _scene([_static("ellipsoid", [r, r, r], center)])
+    scene.light_position = np.array([0.4, 2.8, 1.0])  # straight above the ball
+    cam = _pose([0.0, 2.0, -1.5], [0.1, -0.9, 1.0])
+    lit = Renderer(scene, 64, 48, shadows=False).render(K, cam, 0)
+    shaded = Renderer(scene, 64, 48, shadows=True).render(K, cam, 0)
+    assert torch.equal(lit["depth"], shaded["depth"])
+    differs = (lit["image"].int() - shaded["image"].int()).abs().sum(-1).numpy() > 0
+    # Independent float64 reference: does the segment from the surface point to the light cross the ball?
+    world = transform_points(
+        torch.from_numpy(cam), unproject_depth(lit["depth"].double(), torch.from_numpy(K))
+    )
+    p = world.numpy().reshape(-1, 3)
+    d = scene.light_position - p
+    oc = p - center
+    a, b, c = (d * d).sum(-1), 2 * (d * oc).sum(-1), (oc * oc).sum(-1) - r * r
+    disc = b * b - 4 * a * c
+    t_far = (-b + np.sqrt(np.maximum(disc, 0))) / (2 * a)
+    on_ball = lit["ids"].numpy().reshape(-1) == ROOM_FACES
+    blocked = (disc > 0) & (t_far > 0) & ~on_ball
+    clearly = (disc > 0.05 * b * b) & (t_far > 0.05) & ~on_ball  # well inside the shadow (not its rim)
+    near = (disc > -0.05 * b * b) & ~on_ball  # the shadow and a thin rim around it
+    assert clearly.sum() > 30, "the test scene should have a visible shadow"
+    assert differs.reshape(-1)[clearly].all()
+    assert not differs.reshape(-1)[~near & ~on_ball].any()
+    assert blocked.sum() > 0
