@@ -235,7 +235,8 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
                 ax.plot(x, y, marker="o", label=m["name"])
         ax.set(title=title, xlabel="sequence length (frames)", xscale="log")
         ax.grid(True, alpha=0.3)
-    axes[0].legend()
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend()
     paths = [out_dir / LENGTH_PLOT, out_dir / CURVE_PLOT]
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
@@ -252,7 +253,8 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
         ax.axvline(n - 0.5, color="grey", linestyle="--", linewidth=0.8, label=f"n = {n}")
         ax.set(title=title, xlabel="frame")
         ax.grid(True, alpha=0.3)
-    axes[0].legend()
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend()
     fig.savefig(paths[1], dpi=110)
     plt.close(fig)
     return paths
