@@ -182,3 +182,35 @@ def test_bad_shapes_raise_clear_value_error(cls):
         cls(30, 4)
     with pytest.raises(ValueError, match=r"expected x of shape \[B, T, P, 32\]"):
         cls(C, H)(torch.randn(2, 5, 31))
+
+
+def test_bench_script_writes_every_case(tmp_path):
+    """tools/bench/bench_ttt.py on a tiny clip: a JSON row per case, positive times, baseline = 1x."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "bench" / "bench_ttt.py"
+    spec = importlib.util.spec_from_file_location("bench_ttt", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    argv = [
+        "--frames",
+        "2",
+        "--tokens",
+        "4",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["case"] for r in rows][:1] == [bench.BASELINE] and len(rows) == 9
+    assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in rows)
+    assert rows[0]["speedup_vs_baseline"] == 1.0
