@@ -128,3 +128,18 @@ def test_recon_synth_unwritable_or_existing_out(tmp_path, capsys):
     (tmp_path / "out" / "seq_000").mkdir(parents=True)
     assert recon_main(["synth", str(tmp_path / "out"), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_tum_reader_reads_the_written_sequence_back(written):
+    from data import load_sequence
+
+    seq, out = written
+    back = load_sequence(out)
+    assert back.format == "tum" and len(back) == len(seq)
+    for i in (0, len(seq) - 1):
+        a, b = seq[i], back[i]
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert np.abs(a.depth - b.depth).max() <= 0.5 / DEPTH_SCALE + 1e-7
+        np.testing.assert_allclose(b.K, a.K, rtol=1e-8)
+        np.testing.assert_allclose(b.cam2world, a.cam2world, atol=1e-9)
+        assert b.timestamp == pytest.approx(a.timestamp, abs=1e-6)
