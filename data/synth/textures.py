@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data.synth.primitives import dot3
+
 # Pattern kinds (index into TextureParams.kind).
 CHECKER, STRIPES, BRICKS, NOISE = 0, 1, 2, 3
 PATTERN_NAMES = ("checker", "stripes", "bricks", "noise")
@@ -120,12 +122,13 @@ def fbm(p: torch.Tensor, seed: torch.Tensor, octaves: int = 3) -> torch.Tensor:
 
 
 def _checker(q: torch.Tensor) -> torch.Tensor:
-    i = torch.floor(q).to(torch.int64).sum(dim=1)
+    f = torch.floor(q)
+    i = (f[:, 0] + f[:, 1] + f[:, 2]).to(torch.int64)
     return (i & 1).to(q.dtype)
 
 
 def _stripes(q: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    s = torch.sin(2.0 * torch.pi * (q * direction).sum(dim=1))
+    s = torch.sin(2.0 * torch.pi * dot3(q, direction))
     return torch.clamp(0.5 + 1.5 * s, 0.0, 1.0)  # sharpened sine: crisp but anti-aliased edges
 
 
