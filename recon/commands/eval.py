@@ -125,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
     runs = []
     for name, ckpt, model in zip(names, args.checkpoint, models, strict=True):
         run = ModelRun(name=name, checkpoint=str(ckpt), model=_model_facts(model, str(ckpt)))
-        sequences = open_sequences(protocol, args.data_root, tuple(model.cfg.image_size), args.max_frames)
+        hw = tuple(model.cfg.image_size)
+        sequences = open_sequences(protocol, args.data_root, hw, args.max_frames, str(device))
         for seq_name, seq in sequences:
             traj_dir = out / "trajectories"
             (traj_dir / _safe(name)).mkdir(parents=True, exist_ok=True)

@@ -321,6 +321,7 @@ def open_sequences(
     data_root: str | Path | None = None,
     model_hw: tuple[int, int] | None = None,
     max_frames: int | None = None,
+    render_device: str = "cpu",
 ) -> list[tuple[str, Sequence]]:
     """Open every sequence of a protocol (frames load lazily), with its frame selection applied.
 
@@ -329,6 +330,7 @@ def open_sequences(
         data_root: root of a dataset protocol (overrides ``dataset.root``).
         model_hw: (H, W) to render synthetic sequences at (``match_model_resolution``).
         max_frames: cap on the frames of every sequence (smoke runs).
+        render_device: torch device synthetic frames are rendered on.
 
     Returns:
         (name, sequence) pairs in protocol order.
@@ -347,7 +349,7 @@ def open_sequences(
         synth = from_dict(SynthConfig, config, "synthetic.config")
         out = []
         for seed in spec.seeds:
-            seq = synthetic_sequence(synth, int(seed), name=f"synth_{synth.trajectory}_{seed}")
+            seq = synthetic_sequence(synth, int(seed), f"synth_{synth.trajectory}_{seed}", render_device)
             out.append((seq.name, select_frames(seq, protocol.frames, max_frames)))
         return out
 

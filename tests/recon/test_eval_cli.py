@@ -151,3 +151,18 @@ def test_list_protocols(capsys):
     out = capsys.readouterr().out
     for name in builtin_protocols():
         assert name in out
+
+
+@pytest.mark.slow
+def test_long_synthetic_drift_protocol(tmp_path, checkpoints):
+    """600 frames of each 10,000-frame benchmark sequence: every length up to 500 plus the full prefix."""
+    out = tmp_path / "long"
+    args = ["eval", "synthetic_drift", "--checkpoint", str(checkpoints["elastic"]), "--out", str(out),
+            "--max-frames", "600", "--quiet"]
+    assert main(args) == 0
+    model = json.loads((out / "report.json").read_text())["models"][0]
+    assert [r["label"] for r in model["summary"]] == ["50", "100", "200", "500", "full"]
+    assert all(r["sequences"] == 3 and r["ate_rmse"] is not None for r in model["summary"])
+    for seq in model["sequences"]:
+        assert len(seq["curves"]["ate"]) == 600 and all(v is not None for v in seq["curves"]["ate"])
+        assert seq["drift"]["ate_per_100_frames"] is not None
