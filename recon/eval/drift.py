@@ -253,7 +253,8 @@ def stream_records(
         progress: called with 1 after every frame.
 
     Returns:
-        (records, timing {fps, latency_ms_median, latency_ms_p95}).
+        (records, timing {fps, latency_ms_median, latency_ms_p95} of the model step alone: frame
+        decoding / rendering and scoring are not counted).
     """
     device = torch.device(device)
     stream = FrameStream(sequence, tuple(model.cfg.image_size), protocol.resize,
