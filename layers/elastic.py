@@ -69,7 +69,8 @@ class ElasticMemory(nn.Module):
         lam: consolidation strength in (0, 1] (initial value when ``learn_lam``, then in (0, 1)).
         beta: anchor EMA coefficient in [0, 1) (initial value when ``learn_beta``, then in (0, 1)).
         learn_lam, learn_beta: learn lam / beta (sigmoid-parametrised).
-        importance_init: initial static importance F in (0, 1) (learned, per head and hidden unit).
+        importance_init: initial static importance F in (0, 1) (learned, per head and hidden unit;
+            reduced mode and fsm with ``estimator="static"``).
         inclusive: a frame reads the fast weights after its own update (else before).
         estimator: fsm mode: importance estimator, one of ``IMPORTANCE_ESTIMATORS``.
         anchor: fsm mode: anchor policy, one of ``ANCHOR_POLICIES``.
@@ -123,26 +124,36 @@ class ElasticMemory(nn.Module):
         self.dim, self.mode, self.inclusive = dim, mode, inclusive
         self.estimator, self.anchor = estimator, anchor
         self.importance_decay, self.update_hidden = importance_decay, update_hidden
-        self.importance_logit = nn.Parameter(torch.full((num_heads, self.io.hidden), _logit(importance_init)))
+        if learn_beta and mode == "fsm" and anchor != "streaming-ema":
+            raise ValueError(
+                f"{name}: learn_beta needs anchor='streaming-ema' (anchor {anchor!r} ignores beta)"
+            )
+        # Static importance: used by the reduced mode and by fsm with estimator="static" only (a
+        # parameter that gets no gradient would break DDP's unused-parameter check).
+        self.importance_logit = None
+        if mode == "reduced" or estimator == "static":
+            self.importance_logit = nn.Parameter(
+                torch.full((num_heads, self.io.hidden), _logit(importance_init))
+            )
         self.lam_logit = nn.Parameter(torch.tensor(_logit(lam))) if learn_lam else None
         self.beta_logit = nn.Parameter(torch.tensor(_logit(beta))) if learn_beta else None
         self.lam_value, self.beta_value = lam, beta
 
-    def importance(self) -> torch.Tensor:
-        """Static importance F [H, Dh] in (0, 1)."""
-        return torch.sigmoid(self.importance_logit.float())
+    def importance(self) -> torch.Tensor | None:
+        """Static importance F [H, Dh] in (0, 1) (None for a data-dependent fsm estimator)."""
+        return None if self.importance_logit is None else torch.sigmoid(self.importance_logit.float())
 
     def lam(self) -> torch.Tensor:
         """Consolidation strength (0-d float32 tensor)."""
         if self.lam_logit is not None:
             return torch.sigmoid(self.lam_logit.float())
-        return torch.tensor(self.lam_value, device=self.importance_logit.device)
+        return torch.tensor(self.lam_value, device=self.io.w1.device)
 
     def beta(self) -> torch.Tensor:
         """Anchor EMA coefficient (0-d float32 tensor)."""
         if self.beta_logit is not None:
             return torch.sigmoid(self.beta_logit.float())
-        return torch.tensor(self.beta_value, device=self.importance_logit.device)
+        return torch.tensor(self.beta_value, device=self.io.w1.device)
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> ElasticCache:
         """The state before the first frame (zero sums / fast weights and anchors = slow weights)."""

@@ -75,7 +75,8 @@ def test_ttt_streaming_equals_whole_clip(options):
 @pytest.mark.parametrize("options", ELASTIC_MODES)
 def test_elastic_streaming_equals_whole_clip(options):
     layer = ElasticMemory(C, H, **options)
-    torch.nn.init.normal_(layer.importance_logit)  # per-unit importance, not one constant
+    if layer.importance_logit is not None:
+        torch.nn.init.normal_(layer.importance_logit)  # per-unit importance, not one constant
     assert isinstance(layer, MemoryLayer)
     check_streaming(layer)
 
@@ -115,8 +116,14 @@ def test_reduced_caches_are_fixed_size():
     assert shape == (1, H, 2 * dh, C // H)
 
 
-def test_gradients_reach_every_parameter():
-    layer = ElasticMemory(C, H, learn_lam=True, learn_beta=True)
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(mode="fsm", estimator="sq", update_hidden=True), dict(mode="fsm", estimator="static")],
+    ids=["reduced", "fsm-sq-hidden", "fsm-static"],
+)
+def test_gradients_reach_every_parameter(options):
+    """Every parameter is used (DDP-safe) and gets a finite, non-zero gradient."""
+    layer = ElasticMemory(C, H, learn_lam=True, learn_beta=True, **options)
     y, _ = layer(torch.randn(B, T, P, C))
     y.square().mean().backward()
     for name, p in layer.named_parameters():
@@ -164,6 +171,12 @@ BAD = [
     ),
     pytest.param(ElasticMemory, dict(mode="fsm", anchor="ema"), "anchor must be", id="elastic-anchor"),
     pytest.param(ElasticMemory, dict(update_hidden=True), "frozen kernel", id="elastic-reduced-hidden"),
+    pytest.param(
+        ElasticMemory,
+        dict(mode="fsm", anchor="global", learn_beta=True),
+        "learn_beta needs",
+        id="elastic-fsm-global-learn-beta",
+    ),
     pytest.param(TTTMemory, dict(form="parallel"), "form='parallel' needs", id="ttt-parallel-lact"),
     pytest.param(TTTMemory, dict(momentum=1.0), "momentum must be", id="ttt-momentum1"),
     pytest.param(TTTMemory, dict(form="chunked"), "form must be", id="ttt-form"),
