@@ -1,7 +1,7 @@
 """Benchmark the synthetic generator: rendered frames/s by resolution, shadows and torch threads,
 plus the TUM writer (render + PNGs + video) and the clip loader.
 
-    .venv/bin/python tools/bench/bench_synth.py --frames 40 --out synth_bench.json
+    .venv/bin/python tools/bench/bench_synth.py --frames 20 --seeds 1 --out synth_bench.json
 
 Prints a Markdown table and writes JSON (environment incl. load average + rows). Frames of a
 'mixed' trajectory with 2 moving objects, 8 furniture primitives and 4 posters; the first frame
