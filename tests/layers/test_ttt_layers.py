@@ -223,7 +223,7 @@ def test_bench_script_writes_every_case(tmp_path):
         str(out),
     ]
     assert bench.main(argv) == 0
-    rows = json.loads(out.read_text())["results"]
+    rows = json.loads(out.read_text())["rows"]
     assert [r["case"] for r in rows][:1] == [bench.BASELINE] and len(rows) == 9
-    assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in rows)
-    assert rows[0]["speedup_vs_baseline"] == 1.0
+    assert all(r["median_ms"] > 0 and len(r["times_s"]) == 1 for r in rows)
+    assert rows[0]["speedup_vs_lact"] == 1.0

@@ -18,8 +18,6 @@ writes the same numbers as JSON with ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +32,7 @@ from layers.elastic import ElasticMemory  # noqa: E402
 from layers.ops.elastic import elastic_parallel, elastic_sequential  # noqa: E402
 from layers.ops.ttt import ttt_parallel, ttt_sequential  # noqa: E402
 from layers.ttt import TTTMemory  # noqa: E402
+from tools.bench.common import environment, markdown_table, synchronize, write_json  # noqa: E402
 
 PLAIN = dict(update_hidden=False, weight_norm=False, muon_steps=0)
 BASELINE = "layer: TTT sequential (LaCT: hidden + Muon5 + wnorm)"
@@ -43,12 +42,10 @@ def fwd_bwd_seconds(fn: Callable[[], torch.Tensor], params: list[torch.Tensor], 
     """Seconds for one forward + backward (``fn().square().mean().backward()``)."""
     for p in params:
         p.grad = None
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     t0 = time.perf_counter()
     fn().float().square().mean().backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -140,39 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     cases += [(name, fn, leaves) for name, fn in ops.items()]
     rows = [{"case": name, "times_s": t} for name, t in time_interleaved(cases, args.repeats, dev).items()]
 
-    base = {"layer": None, "op": None}
+    base: dict[str, float] = {}
     for row in rows:
-        row["median_s"] = statistics.median(row["times_s"])
-        row["tokens_per_s"] = tokens / row["median_s"]
+        row["median_ms"] = 1e3 * statistics.median(row["times_s"])
+        row["tokens_per_s"] = tokens / (row["median_ms"] / 1e3)
         kind = row["case"].split(":")[0]
-        if base[kind] is None:
-            base[kind] = row["median_s"]  # the first case of each kind is its baseline
-        row["speedup_vs_baseline"] = base[kind] / row["median_s"]
+        base.setdefault(kind, row["median_ms"])  # the first case of each kind is its baseline
+        row["speedup_vs_lact"] = base[kind] / row["median_ms"]
 
+    env = environment()
     print(
         f"fwd+bwd, B={B}, {T} frames x {P} tokens, dim {args.dim}, {args.heads} heads, Dh {Dh}, "
-        f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"device {dev}, torch {env['torch']}, {env['torch_threads']} threads"
+        f", load {env.get('load_average_1m')}"
     )
-    print("| case | median ms | tokens/s | speed-up vs LaCT sequential |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['case']} | {1e3 * row['median_s']:.1f} | {row['tokens_per_s']:.0f} | "
-            f"{row['speedup_vs_baseline']:.2f}x |"
-        )
+    print(markdown_table(rows, ["case", "median_ms", "tokens_per_s", "speedup_vs_lact"]))
     if args.out:
-        meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        meta.update(
-            torch=torch.__version__,
-            threads=torch.get_num_threads(),
-            machine=platform.machine(),
-            processor=platform.processor(),
-            tokens=tokens,
-            Dh=Dh,
-        )
-        if dev == "cuda":
-            meta["gpu"] = torch.cuda.get_device_name()
-        args.out.write_text(json.dumps({"config": meta, "results": rows}, indent=2))
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        write_json(args.out, "bench_ttt", rows, config={**config, "tokens": tokens, "Dh": Dh})
         print(f"wrote {args.out}")
     return 0
 
