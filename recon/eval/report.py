@@ -171,6 +171,19 @@ def markdown_report(report: dict) -> str:
         f"Created {report['created_utc']}. Pose alignment: {proto['pose']['align']} on each prefix; drift "
         f"curves align on the first {proto['pose']['drift_align_frames']} frames.",
         "",
+        "## Models",
+        "",
+        "| model | checkpoint | memory | parameters | image size |",
+        "|---|---|---|---|---|",
+    ]
+    for m in report["models"]:
+        facts = m.get("model") or {}
+        size = "x".join(str(v) for v in facts.get("image_size", [])) or "–"
+        params = facts.get("num_parameters")
+        lines.append(f"| {m['name']} | {m['checkpoint']} | {facts.get('memory_type', '–')} | "
+                     f"{'–' if params is None else f'{params:,}'} | {size} |")
+    lines += [
+        "",
         "## Error vs sequence length",
         "",
         "| model | length | sequences | " + " | ".join(c[1] for c in used) + " |",
