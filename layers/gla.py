@@ -7,6 +7,8 @@ token by token across frames (a token sees every earlier token and itself):
     q, k     = L2-normalised per head
     g        = clamp(logsigmoid(W_g2 W_g1 x + b_g) / gate_normalizer, min=gate_min)   per key channel
     S_t      = diag(exp g_t) S_{t-1} + k_t v_t^T,   o_t = K^-1/2 q_t^T S_t          (layers.ops.gla)
+               or, with ``delta_rule=True``, the gated delta rule (layers.ops.gated_delta):
+    S_t      = (I - beta_t k_t k_t^T) diag(exp g_t) S_{t-1} + beta_t k_t v_t^T,  beta = sigmoid(W_b x)
     y        = W_o (RMSNorm_head(o) * sigmoid(W_z x))
 
 The state ``S [B, H, K, V]`` and the last ``conv_size - 1`` pre-convolution inputs form the cache
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layers.ops.gated_delta import chunk_gated_delta
 from layers.ops.gla import chunk_gla
 
 
@@ -55,7 +58,10 @@ class GLAMemory(nn.Module):
         gate_bias_range: the gate bias starts uniform in this range, spreading the initial
             retention time scales (bias 0: ~23 tokens; bias 6: ~6,500 tokens at normalizer 16).
         chunk_size: chunk length of the parallel form (a power of two).
-        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``; GLA only (the
+            delta rule runs its torch chunked form on any device).
+        delta_rule: write with the gated delta rule (per-head write strength ``beta``), as
+            HorizonStream's released model does, instead of the plain additive GLA write.
 
     Example:
         >>> layer = GLAMemory(64, 2)
@@ -78,6 +84,7 @@ class GLAMemory(nn.Module):
         gate_bias_range: tuple[float, float] = (0.0, 6.0),
         chunk_size: int = 64,
         backend: str | None = None,
+        delta_rule: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or num_heads < 1:
@@ -102,7 +109,7 @@ class GLAMemory(nn.Module):
         self.num_heads, self.key_dim = num_heads, head_dim
         self.value_dim = max(1, round(expand_v * head_dim))
         self.conv_size, self.gate_normalizer, self.gate_min = conv_size, gate_normalizer, gate_min
-        self.chunk_size, self.backend = chunk_size, backend
+        self.chunk_size, self.backend, self.delta_rule = chunk_size, backend, delta_rule
         H, K, V = num_heads, self.key_dim, self.value_dim
         self.qkv_dim = 2 * H * K + H * V
         self.qkv = nn.Linear(dim, self.qkv_dim, bias=False)
@@ -111,6 +118,7 @@ class GLAMemory(nn.Module):
         self.gate_up = nn.Linear(gate_low_rank, H * K)
         with torch.no_grad():
             self.gate_up.bias.uniform_(*gate_bias_range)
+        self.beta_proj = nn.Linear(dim, H) if delta_rule else None
         self.out_gate = nn.Linear(dim, H * V)
         self.out_norm = nn.RMSNorm(V, eps=1e-6)
         self.out_proj = nn.Linear(H * V, dim, bias=False)
@@ -167,8 +175,13 @@ class GLAMemory(nn.Module):
 
         gate = self.gate_up(self.gate_down(tokens)).float()
         g = (F.logsigmoid(gate) / self.gate_normalizer).clamp(min=self.gate_min).reshape(B, L, H, K)
-        o, state = chunk_gla(q, k, v.to(q.dtype), g, initial_state=cache.state, output_final_state=True,
-                             chunk_size=self.chunk_size, backend=self.backend)
+        if self.delta_rule:
+            beta = torch.sigmoid(self.beta_proj(tokens).float())  # [B, L, H]
+            o, state = chunk_gated_delta(q, k, v.to(q.dtype), g, beta.to(q.dtype), initial_state=cache.state,
+                                         output_final_state=True, chunk_size=self.chunk_size)
+        else:
+            o, state = chunk_gla(q, k, v.to(q.dtype), g, initial_state=cache.state, output_final_state=True,
+                                 chunk_size=self.chunk_size, backend=self.backend)
         o = self.out_norm(o.to(x.dtype)) * torch.sigmoid(self.out_gate(tokens)).reshape(B, L, H, V)
         y = self.out_proj(o.reshape(B, L, H * V)).reshape(B, T, P, C)
         return y, GLACache(state=state, conv_state=conv_state)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from layers.gla import GLACache, GLAMemory
 from layers.memory import MemoryLayer
+from layers.ops.gated_delta import naive_recurrent_gated_delta
 from layers.ops.gla import naive_recurrent_gla
 from layers.registry import build_memory, memory_options
 from tests.numerics import assert_rel_close
@@ -34,7 +35,11 @@ def reference_forward(layer: GLAMemory, x: torch.Tensor) -> torch.Tensor:
     gate = tokens @ layer.gate_down.weight.double().T @ layer.gate_up.weight.double().T
     gate = gate + layer.gate_up.bias.double()
     g = (F.logsigmoid(gate) / layer.gate_normalizer).clamp(min=layer.gate_min).reshape(B, L, H, K)
-    o, _ = naive_recurrent_gla(q, k, v.reshape(B, L, H, V), g)
+    if layer.delta_rule:
+        beta = torch.sigmoid(tokens @ layer.beta_proj.weight.double().T + layer.beta_proj.bias.double())
+        o, _ = naive_recurrent_gated_delta(q, k, v.reshape(B, L, H, V), g, beta)
+    else:
+        o, _ = naive_recurrent_gla(q, k, v.reshape(B, L, H, V), g)
     o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + layer.out_norm.eps) * layer.out_norm.weight.double()
     z = torch.sigmoid(tokens @ layer.out_gate.weight.double().T + layer.out_gate.bias.double())
     y = (o.reshape(B, L, H * V) * z) @ layer.out_proj.weight.double().T
@@ -52,6 +57,7 @@ def make_layer(**options) -> GLAMemory:
     pytest.param({}, 3, 11, id="conv4-T3-P11"),
     pytest.param({"conv_size": 1, "chunk_size": 16}, 4, 9, id="conv1-T4-P9-C16"),
     pytest.param({"head_dim": 20, "expand_v": 1.5}, 2, 17, id="K20-V30-T2-P17"),
+    pytest.param({"delta_rule": True, "chunk_size": 16}, 3, 11, id="delta-rule-T3-P11-C16"),
 ])
 def test_matches_token_by_token_reference(options, T, P):
     layer = make_layer(**options)
@@ -60,9 +66,11 @@ def test_matches_token_by_token_reference(options, T, P):
     assert_rel_close(reference_forward(layer, x), y, 1e-5, "y")
 
 
-@pytest.mark.parametrize("P", [pytest.param(2, id="P2-shorter-than-conv"), pytest.param(13, id="P13")])
-def test_frame_by_frame_equals_whole_clip(P):
-    layer = make_layer()
+@pytest.mark.parametrize("P,delta_rule", [pytest.param(2, False, id="P2-shorter-than-conv"),
+                                          pytest.param(13, False, id="P13"),
+                                          pytest.param(7, True, id="P7-delta-rule")])
+def test_frame_by_frame_equals_whole_clip(P, delta_rule):
+    layer = make_layer(delta_rule=delta_rule)
     x = torch.randn(2, 6, P, 48)
     y_full, cache_full = layer(x)
     cache = layer.init_cache(2)
