@@ -326,8 +326,6 @@ class TritonGLAFunction(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, g, G, h0, hs)
         ctx.scale, ctx.chunk_size, ctx.g_dtype = scale, chunk_size, g.dtype
         ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
-        if ht is not None:
-            ctx.mark_non_differentiable()
         return o, ht
 
     @staticmethod
