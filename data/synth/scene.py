@@ -224,6 +224,6 @@ def sample_scene(
         objects=placed,
         textures=textures,
         light_position=light,
-        light_intensity=float(rng.uniform(2.5, 4.5)),
+        light_intensity=float(rng.uniform(1.2, 2.2)),
         ambient=float(rng.uniform(0.2, 0.35)),
     )
