@@ -139,9 +139,7 @@ class ReconModule(LightningModule):
         finite = bool(torch.isfinite(terms["loss"]))
         if finite:
             if self.optim_cfg.grad_clip > 0:
-                self.clip_gradients(
-                    opt, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm"
-                )
+                self._clip_gradients(opt)
             opt.step()
             self.lr_schedulers().step()
         else:
@@ -151,6 +149,16 @@ class ReconModule(LightningModule):
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=batch_size)
         self.log("train/lr", opt.param_groups[0]["lr"], batch_size=batch_size)
         return {"loss": terms["loss"], "finite": finite}
+
+    def _clip_gradients(self, opt) -> None:
+        """Clip the global gradient norm; FSDP needs its root module's own (sharded) norm."""
+        wrapped = self.trainer.model
+        if wrapped is not self and hasattr(wrapped, "clip_grad_norm_"):
+            wrapped.clip_grad_norm_(self.optim_cfg.grad_clip)
+        else:
+            self.clip_gradients(
+                opt, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm"
+            )
 
     def _evaluate(self, batch: dict, prefix: str) -> dict:
         terms, out = self.model_step(batch, keep_outputs=True)
