@@ -12,6 +12,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The tests are many small ops: one intra-op thread is as fast on an idle 2-core machine and far
+# faster on a busy one (two threads wait on each other at every op).
+torch.set_num_threads(1)
+
 import pytest  # noqa: E402
 
 
