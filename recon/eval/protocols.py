@@ -16,7 +16,7 @@ so "the first 90 frames at stride 3" is ``{start: 0, stride: 3, max_frames: 90}`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,6 @@ class Protocol:
         return spec.frames if spec is not None and spec.frames is not None else self.frames
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -260,6 +258,7 @@ def load_protocol(source: str | Path | dict) -> Protocol:
     """
     if isinstance(source, dict):
         data = dict(source)
+        data.setdefault("name", "protocol")
         where = "protocol"
     else:
         path = Path(source)
@@ -280,7 +279,12 @@ def load_protocol(source: str | Path | dict) -> Protocol:
             raise ConfigError(f"eval protocol {str(path)!r}: expected a mapping of protocol keys")
         data.setdefault("name", path.stem)
         where = str(path)
-    return validate_protocol(from_dict(Protocol, data, where))
+    try:
+        protocol = from_dict(Protocol, data, where)
+    except TypeError as e:  # a required key is missing in a nested section (e.g. a sequence's path)
+        detail = str(e).split(".__init__() ")[-1]
+        raise ConfigError(f"{where}: {detail} (see docs/eval.md for the keys)") from e
+    return validate_protocol(protocol)
 
 
 def builtin_protocols() -> list[str]:

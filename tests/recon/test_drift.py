@@ -299,8 +299,13 @@ def test_select_frames_start_stride_and_cap():
         ({"pose": {"align": "affine"}}, r"pose.align: expected one of"),
         ({"depth": {"align": ["mean"]}}, r"depth.align: expected modes"),
         ({"synthetic": {"seeds": [0], "config": {"num_frame": 3}}}, r"unknown key 'num_frame'"),
+        ({"dataset": {"format": "tum"}, "sequences": [{"name": "a"}]}, r"missing 1 required .*'path'"),
+        ({"lengths": 50}, r"lengths: expected a list"),
     ],
-    ids=["unknown-key", "bad-length", "bad-pose-align", "bad-depth-align", "bad-synth-key"],
+    ids=[
+        "unknown-key", "bad-length", "bad-pose-align", "bad-depth-align", "bad-synth-key",
+        "sequence-without-path", "lengths-not-a-list",
+    ],
 )
 def test_protocol_errors_name_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
