@@ -65,6 +65,11 @@ class ReconCLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteLossGuard, "nan_guard")
         parser.add_lightning_class_args(DepthPredictionLogger, "prediction_images")
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(str(self.subcommand), self.config)
+        if config.get("weights_only") is None:
+            config["weights_only"] = True  # resuming / evaluating a .ckpt never unpickles code
+
     def instantiate_trainer(self, **kwargs):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         root = trainer_cfg.get("default_root_dir") or "runs"
@@ -83,7 +88,7 @@ class ReconCLI(LightningCLI):
             and checkpoint.dirpath
             and not self.trainer.interrupted
         ):
-            self.trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
+            self.trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt", weights_only=False)
 
 
 def run_cli(args: list[str]) -> int:
