@@ -120,10 +120,13 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if protocol.dataset.format != "synthetic":  # fail on missing data before loading any model
         open_sequences(protocol, args.data_root, None, args.max_frames)
-    models = [load_model(c, device) for c in args.checkpoint]
+    # every checkpoint is checked (loaded on the CPU) before the first sequence streams; each model
+    # then visits the device alone, so several large models never share accelerator memory
+    models = [load_model(c, "cpu") for c in args.checkpoint]
     out = Path(args.out)
     runs = []
     for name, ckpt, model in zip(names, args.checkpoint, models, strict=True):
+        model.to(device)
         run = ModelRun(name=name, checkpoint=str(ckpt), model=_model_facts(model, str(ckpt)))
         hw = tuple(model.cfg.image_size)
         sequences = open_sequences(protocol, args.data_root, hw, args.max_frames, str(device))
@@ -142,6 +145,7 @@ def main(args: argparse.Namespace) -> int:
                 (traj_dir / "groundtruth").mkdir(exist_ok=True)
                 write_tum(traj_dir / "groundtruth" / f"{_safe(seq_name)}.txt", records.timestamp[posed],
                           records.gt_cam2world[posed])
+        model.to("cpu")
         runs.append(run)
     settings = {
         "command": _command(args),
