@@ -10,8 +10,8 @@ Two modes:
   ``F = sigmoid(F_logit)`` learned per head and hidden unit ([H, Dh], in (0, 1)), ``lam`` in (0, 1]
   and ``beta`` in [0, 1) configured or learned (sigmoid-parametrised). Exactly a linear attention
   with a persistent and a decaying (rho = beta (1 - lam F)) component, computed in parallel over the
-  clip; the streaming state is fixed-size: the persistent and decaying sums [B, H, Dh, V] each
-  (stacked as [B, H, 2 Dh, V]); the slow w1 is a parameter.
+  clip; the streaming state is fixed-size: the persistent and decaying parts of the fast weight,
+  [B, H, Dh, V] each (stacked as [B, H, 2 Dh, V]).
 - ``mode="fsm"``: the faithful sequential FSM, with data-dependent importance (``estimator``:
   ``"abs"``, ``"sq"``, ``"si"`` EMA, or ``"static"`` = the learned F above) and an anchor policy
   (``"global"``, ``"streaming"``, ``"streaming-ema"``); optionally the hidden weights are updated
@@ -34,7 +34,7 @@ from layers.ops.elastic.sequential import (
     elastic_chunk_step,
     init_elastic_state,
 )
-from layers.ops.ttt.parallel import fast_weight_linear_attention
+from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state
 from layers.ops.ttt.swiglu import FastWeights, sequence_features
 from layers.ttt import FastWeightIO, check_input
 
@@ -48,8 +48,9 @@ class ElasticCache:
     """Streaming state of :class:`ElasticMemory`, float32.
 
     Attributes:
-        state: (reduced) [B, H, 2 Dh, V]: the persistent sum of updates (first Dh rows) and the
-            sum decayed by rho at every frame boundary (last Dh rows).
+        state: (reduced) [B, H, 2 Dh, V]: the persistent part of the fast weight (first Dh rows:
+            w1_0 + a * sum of updates) and its decaying part (last Dh rows: decayed by rho at every
+            frame boundary); the fast weight is their sum.
         fsm: (fsm mode) fast weights, anchors and importance EMAs, head-first.
     """
 
@@ -156,12 +157,10 @@ class ElasticMemory(nn.Module):
         return torch.tensor(self.beta_value, device=self.io.w1.device)
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> ElasticCache:
-        """The state before the first frame (zero sums / fast weights and anchors = slow weights)."""
-        io = self.io
+        """The state before the first frame (fast weights and anchors = slow weights)."""
+        slow = self.io.slow_weights(batch_size)
         if self.mode == "reduced":
-            shape = (batch_size, io.num_heads, 2 * io.hidden, io.head_dim)
-            return ElasticCache(state=torch.zeros(shape, device=device))
-        slow = io.slow_weights(batch_size)
+            return ElasticCache(state=initial_fast_state(slow.w1, True).to(device).clone())
         weights = FastWeights(*(w.to(device).clone() for w in (slow.w0, slow.w1, slow.w2)))
         return ElasticCache(fsm=init_elastic_state(weights, self.update_hidden, self.estimator))
 

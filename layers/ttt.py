@@ -10,8 +10,8 @@ Two forms:
 - ``form="sequential"`` (default): the original recurrence, with every LaCT option (update of the
   hidden weights, Muon, weight norm, momentum); the cache holds the fast weights.
 - ``form="parallel"``: frozen kernel (no update_hidden / Muon / weight norm), computed as
-  block-causal linear attention over the whole clip; the cache holds the accumulated updates
-  (fixed size [B, H, Dh, V], or [B, H, 2 Dh, V] with momentum).
+  block-causal linear attention over the whole clip; the cache holds the fast weight w1
+  (fixed size [B, H, Dh, V], or its two parts [B, H, 2 Dh, V] with momentum).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layers.ops.ttt.parallel import fast_weight_linear_attention, momentum_decay
+from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state, momentum_decay
 from layers.ops.ttt.sequential import check_optimizer_args, ttt_chunk_step
 from layers.ops.ttt.swiglu import FastWeights, column_norms, sequence_features
 
@@ -92,8 +92,9 @@ class TTTCache:
 
     Attributes:
         weights: (sequential form) the fast weights and momentum buffers, per sequence and head.
-        state: (parallel form) the accumulated chunk updates [B, H, Dh, V] ([B, H, 2 Dh, V] with
-            momentum: persistent and decaying parts); the fast weight is the slow w1 plus them.
+        state: (parallel form) the fast weight w1 [B, H, Dh, V], or with momentum its persistent and
+            decaying parts [B, H, 2 Dh, V] (w1 = their sum); see
+            :func:`layers.ops.ttt.fast_weight_linear_attention`.
     """
 
     weights: FastWeights | None = None
@@ -152,13 +153,10 @@ class TTTMemory(nn.Module):
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> TTTCache:
         """The state before the first frame (fast weights = slow weights)."""
-        io = self.io
+        slow = self.io.slow_weights(batch_size)
         if self.form == "parallel":
-            rows = io.hidden * (2 if self.momentum > 0 else 1)
-            return TTTCache(state=torch.zeros(batch_size, io.num_heads, rows, io.head_dim, device=device))
-        weights = io.slow_weights(batch_size)
-        weights = FastWeights(*(w.to(device).clone() for w in (weights.w0, weights.w1, weights.w2)))
-        return TTTCache(weights=weights)
+            return TTTCache(state=initial_fast_state(slow.w1, self.momentum > 0).to(device).clone())
+        return TTTCache(weights=FastWeights(*(w.to(device).clone() for w in (slow.w0, slow.w1, slow.w2))))
 
     def forward(self, x: torch.Tensor, cache: TTTCache | None = None) -> tuple[torch.Tensor, TTTCache]:
         """x: [B, T, P, C] -> (y [B, T, P, C], cache after frame T-1); one update per frame."""

@@ -4,13 +4,19 @@
 ``ttt_parallel`` is its exact linear-attention form when the kernel is frozen (see README.md).
 """
 
-from layers.ops.ttt.parallel import fast_weight_linear_attention, ttt_parallel, weights_from_state
+from layers.ops.ttt.parallel import (
+    fast_weight_linear_attention,
+    initial_fast_state,
+    ttt_parallel,
+    weights_from_state,
+)
 from layers.ops.ttt.sequential import ttt_chunk_step, ttt_sequential
 from layers.ops.ttt.swiglu import FastWeights, inner_loss, inner_loss_updates, newton_schulz
 
 __all__ = [
     "FastWeights",
     "fast_weight_linear_attention",
+    "initial_fast_state",
     "inner_loss",
     "inner_loss_updates",
     "newton_schulz",

@@ -8,7 +8,9 @@ the sequential TTT output is exactly
 
 i.e. linear attention with feature map phi and a block-causal mask, which
 :func:`layers.ops.block_la.chunk_block_la` computes with states at chunk boundaries (never a
-T x T matrix). Momentum ``m_c = mu m_{c-1} + U_c`` only reweights past chunks,
+T x T matrix; the state is the fast weight itself, starting at w1_0).
+
+Momentum ``m_c = mu m_{c-1} + U_c`` only reweights past chunks,
 ``W_c = w1_0 + sum_{j<=c} (1 - mu^(c-j+1)) / (1 - mu) U_j``, so it stays parallel: the same
 two-component kernel (a persistent part and a part decaying at chunk boundaries) as elastic TTT,
 both computed by :func:`fast_weight_linear_attention`.
@@ -42,71 +44,66 @@ def fast_weight_linear_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read fast weights that are linear in the chunk updates ``U_j = phk_j^T ve_j``, in parallel.
 
-    ``decay=None``: ``W_c = w1_0 + sum_{j<=c} U_j`` (plain TTT). ``decay=(a, b, rho)``, each [H, Dh]
-    (per hidden unit = key channel): ``W_c = w1_0 + sum_{j<=c} (a + b rho^(c-j+1)) U_j``, computed
-    as one block-causal linear attention with the key dim doubled: keys ``[phk, rho phk]``,
-    queries ``[a phq, b phq]``, per-channel log-decay ``[0, log rho]`` at every chunk boundary, so
-    the state is ``[P; D]`` with ``P_c = sum U_j`` and ``D_c = rho (D_{c-1} + U_c)``.
+    ``decay=None``: ``W_c = w1_0 + sum_{j<=c} U_j`` (plain TTT): one block-causal linear attention
+    whose state is W itself (initial state w1_0). ``decay=(a, b, rho)``, each [H, Dh] (per hidden
+    unit = key channel): ``W_c = w1_0 + sum_{j<=c} (a + b rho^(c-j+1)) U_j``, as one block-causal
+    linear attention with the key dim doubled: keys ``[a phk, b rho phk]``, queries
+    ``[phq, phq]``, per-channel log-decay ``[0, log rho]`` at every chunk boundary. The state is then
+    ``[Wp; Wd]`` with ``Wp_c = w1_0 + a sum_{j<=c} U_j`` (persistent) and
+    ``Wd_c = rho (Wd_{c-1} + b U_c)`` (decaying), and ``W = Wp + Wd`` (per-channel factors commute
+    between keys and queries, so they sit on the keys and w1_0 enters as the initial state: no
+    separate ``phq w1_0`` product).
 
     Args:
         phq, phk: kernel features of queries / keys [B, T, H, Dh]; ve: ``eta * v`` [B, T, H, V].
-        w1_0: initial output weight [B, H, Dh, V] (persists untouched in every case above).
+        w1_0: initial output weight [B, H, Dh, V] (used only when ``initial_state`` is None).
         chunk_size: tokens per update.
         inclusive: chunk c reads W_c (else W_{c-1}).
         decay: None or (a, b, rho) [H, Dh], rho in [0, 1).
-        initial_state: accumulated updates before the first token ([B, H, Dh, V] for decay=None,
-            else [B, H, 2 Dh, V]); None = zeros.
+        initial_state: the state before the first token ([B, H, Dh, V] for decay=None, else
+            [B, H, 2 Dh, V]); None = the state of ``w1_0`` (:func:`initial_fast_state`).
         output_final_state: also return the state after the last chunk.
 
     Returns:
         (o [B, T, H, V] in phq's dtype, state or None). The weights after the last chunk are
         :func:`weights_from_state` of the state.
     """
+    if initial_state is None:
+        initial_state = initial_fast_state(w1_0, decay is not None)
     if decay is None:
-        o, state = chunk_block_la(
-            phq,
-            phk,
-            ve,
-            None,
-            block_size=chunk_size,
-            inclusive=inclusive,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-        )
+        q2, k2, g = phq, phk, None
     else:
         a, b, rho = decay
         B, T, H, Dh = phq.shape
-        nb = -(-T // chunk_size)
         log_rho = torch.log(rho).clamp_min(LOG_DECAY_FLOOR)
         g = torch.cat([torch.zeros_like(log_rho), log_rho], dim=-1).to(phq.dtype)
-        g = g.expand(B, nb, H, 2 * Dh)
-        q2 = torch.cat([phq * a, phq * b], dim=-1)
-        k2 = torch.cat([phk, phk * rho], dim=-1)
-        o, state = chunk_block_la(
-            q2,
-            k2,
-            ve,
-            g,
-            block_size=chunk_size,
-            inclusive=inclusive,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-        )
-    base = torch.einsum("bthd,bhdv->bthv", phq, w1_0.to(phq.dtype))
-    return base + o.to(base.dtype), state
+        g = g.expand(B, -(-T // chunk_size), H, 2 * Dh)
+        q2 = torch.cat([phq, phq], dim=-1)
+        k2 = torch.cat([phk * a, phk * (b * rho)], dim=-1)
+    return chunk_block_la(
+        q2,
+        k2,
+        ve,
+        g,
+        block_size=chunk_size,
+        inclusive=inclusive,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+    )
 
 
-def weights_from_state(
-    w1_0: torch.Tensor,
-    state: torch.Tensor,
-    decay: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """The fast weight ``w1_0 + P`` (decay None) or ``w1_0 + a P + b D`` from a state [B, H, (2) Dh, V]."""
-    if decay is None:
-        return w1_0 + state
-    a, b, _ = decay
-    Dh = w1_0.shape[-2]
-    return w1_0 + a[..., None] * state[:, :, :Dh] + b[..., None] * state[:, :, Dh:]
+def initial_fast_state(w1_0: torch.Tensor, two_component: bool) -> torch.Tensor:
+    """The state of :func:`fast_weight_linear_attention` for the weight ``w1_0`` [..., Dh, V]:
+    ``w1_0`` itself, or ``[w1_0; 0]`` [..., 2 Dh, V] for the two-component (decay) form."""
+    return torch.cat([w1_0, torch.zeros_like(w1_0)], dim=-2) if two_component else w1_0
+
+
+def weights_from_state(state: torch.Tensor, two_component: bool) -> torch.Tensor:
+    """The fast weight [B, H, Dh, V] from a state: itself, or ``Wp + Wd`` for the two-component form."""
+    if not two_component:
+        return state
+    Dh = state.shape[-2] // 2
+    return state[..., :Dh, :] + state[..., Dh:, :]
 
 
 def momentum_decay(momentum: float, num_heads: int, hidden: int, like: torch.Tensor):
@@ -155,8 +152,7 @@ def ttt_parallel(
     phq, phk = sequence_features(q.to(dtype), w0c, w2c), sequence_features(k.to(dtype), w0c, w2c)
     ve = eta.to(dtype).unsqueeze(-1) * v.to(dtype)
     decay = None if momentum == 0.0 else momentum_decay(momentum, dims["H"], dims["Dh"], phq)
-    w1c = w1.to(dtype)
     o, state = fast_weight_linear_attention(
-        phq, phk, ve, w1c, chunk_size, inclusive=inclusive, decay=decay, output_final_state=True
+        phq, phk, ve, w1.to(dtype), chunk_size, inclusive=inclusive, decay=decay, output_final_state=True
     )
-    return o.to(q.dtype), weights_from_state(w1c, state, decay)
+    return o.to(q.dtype), weights_from_state(state, decay is not None)
