@@ -310,3 +310,13 @@ def test_select_frames_start_stride_and_cap():
 def test_protocol_errors_name_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
         _protocol(**bad)
+
+
+def test_records_grow_by_a_constant_size_per_frame():
+    """The per-frame record is O(1): its size does not depend on the image size or the frame count."""
+    sizes = {}
+    for T, H, W in ((6, 20, 30), (12, 40, 60)):
+        pred, gt = _depth_frames(T, H, W)
+        rec = _score(pred, gt, samples=64, points=8, K=np.eye(3)).records()
+        sizes[T] = sum(getattr(rec, k).nbytes for k in rec.__dataclass_fields__) / T
+    assert sizes[6] == sizes[12]
