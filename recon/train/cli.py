@@ -29,7 +29,7 @@ SUBCOMMANDS = ("fit", "validate", "test")
 
 # With manual optimisation a checkpoint holds the state after the optimizer step, with the matching
 # global step and optimizer state: exactly what resuming needs, so Lightning's advice is not for us.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+_MANUAL_CHECKPOINT_WARNING = "Using ModelCheckpoint with manual optimization"
 
 
 def tensorboard_available() -> bool:
@@ -104,7 +104,9 @@ def run_cli(args: list[str]) -> int:
             f"recon train: expected a subcommand {'|'.join(SUBCOMMANDS)} first, got {got!r}; "
             "e.g. recon train fit --config configs/train/tiny_synthetic_cpu.yaml"
         )
-    argv, sys.argv = sys.argv, ["recon train", *args]  # what LightningCLI reports and checks against
+    # LightningCLI reads sys.argv when args is None and warns when both are given; args is the truth here.
+    argv, sys.argv = sys.argv, ["recon train"]
+    warnings.filterwarnings("ignore", message=_MANUAL_CHECKPOINT_WARNING)
     try:
         ReconCLI(
             ReconModule,
