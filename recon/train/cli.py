@@ -99,9 +99,9 @@ def run_cli(args: list[str]) -> int:
         message and exit with status 2.
     """
     if not args or args[0] not in (*SUBCOMMANDS, "-h", "--help"):
-        got = args[0] if args else "nothing"
+        got = repr(args[0]) if args else "nothing"
         raise ConfigError(
-            f"recon train: expected a subcommand {'|'.join(SUBCOMMANDS)} first, got {got!r}; "
+            f"expected a subcommand {'|'.join(SUBCOMMANDS)} first, got {got}; "
             "e.g. recon train fit --config configs/train/tiny_synthetic_cpu.yaml"
         )
     # LightningCLI reads sys.argv when args is None and warns when both are given; args is the truth here.
