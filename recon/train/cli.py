@@ -104,9 +104,10 @@ def run_cli(args: list[str]) -> int:
             f"expected a subcommand {'|'.join(SUBCOMMANDS)} first, got {got}; "
             "e.g. recon train fit --config configs/train/tiny_synthetic_cpu.yaml"
         )
-    # LightningCLI reads sys.argv when args is None and warns when both are given; args is the truth here.
-    argv, sys.argv = sys.argv, ["recon train"]
+    # sys.argv stays as it is: Lightning's DDP launcher re-runs it for the other ranks. args is what
+    # LightningCLI parses, so its warning about sys.argv also holding arguments does not apply.
     warnings.filterwarnings("ignore", message=_MANUAL_CHECKPOINT_WARNING)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         ReconCLI(
             ReconModule,
@@ -122,8 +123,6 @@ def run_cli(args: list[str]) -> int:
         )
     except SystemExit as e:  # jsonargparse already printed the usage error
         return int(e.code or 0) if isinstance(e.code, int) else 2
-    finally:
-        sys.argv = argv
     return 0
 
 
