@@ -403,3 +403,20 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
         tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     assert last["global_step"] == 3
+
+
+def test_prediction_panel_shares_colours_after_median_scaling():
+    from recon.train.callbacks import prediction_panel
+
+    g = torch.Generator().manual_seed(0)
+    T, H, W = 2, 4, 5
+    gt = 1 + 3 * torch.rand(T, H, W, generator=g)
+    gt[:, 0, 0] = 0.0  # invalid pixels
+    pred = 2.0 * gt.clamp_min(0.5)  # a power of two keeps the median scaling exact in float
+    panel = prediction_panel(torch.rand(T, 3, H, W, generator=g), gt, pred, torch.ones(T, H, W))
+    assert panel.shape == (T * H, 4 * W, 3) and panel.dtype.name == "uint8"
+    gt_cols, pred_cols = panel[:, W : 2 * W], panel[:, 2 * W : 3 * W]
+    valid = (gt > 0).reshape(T * H, W).numpy()
+    # A prediction off by a global factor is shown in the ground truth's colours once median-scaled.
+    assert (gt_cols[valid] == pred_cols[valid]).all()
+    assert (gt_cols[~valid] == 0).all()
