@@ -36,7 +36,7 @@ from layers.ops.elastic.sequential import (
 )
 from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state
 from layers.ops.ttt.swiglu import FastWeights, sequence_features
-from layers.ttt import FastWeightIO, check_input
+from layers.ttt import FastWeightIO, check_cache, check_input
 
 
 def _logit(p: float) -> float:
@@ -172,6 +172,9 @@ class ElasticMemory(nn.Module):
         B, T, P, _ = x.shape
         if cache is None:
             cache = self.init_cache(B, x.device)
+        check_cache(
+            "ElasticMemory", cache, "state" if self.mode == "reduced" else "fsm", ElasticCache, self.mode
+        )
         q, k, v, eta = self.io.project(x)
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights in float32
             if self.mode == "reduced":

@@ -86,6 +86,15 @@ def check_input(name: str, x: torch.Tensor, width: int) -> None:
         raise ValueError(f"{name}: expected x of shape [B, T, P, {width}], got {shape}")
 
 
+def check_cache(name: str, cache, field: str, expected: type, mode: str) -> None:
+    """The cache must be ``expected`` with ``field`` set (one made by this layer's init_cache / forward)."""
+    if not isinstance(cache, expected) or getattr(cache, field) is None:
+        raise TypeError(
+            f"{name}: cache must be a {expected.__name__} with {field!r} set (from init_cache of a layer in "
+            f"{mode!r} form/mode), got {type(cache).__name__}"
+        )
+
+
 @dataclass
 class TTTCache:
     """Streaming state of :class:`TTTMemory`, float32.
@@ -164,6 +173,9 @@ class TTTMemory(nn.Module):
         B, T, P, _ = x.shape
         if cache is None:
             cache = self.init_cache(B, x.device)
+        check_cache(
+            "TTTMemory", cache, "state" if self.form == "parallel" else "weights", TTTCache, self.form
+        )
         q, k, v, eta = self.io.project(x)
         with torch.autocast(device_type=x.device.type, enabled=False):  # fast weights in float32
             if self.form == "parallel":

@@ -227,3 +227,11 @@ def test_bench_script_writes_every_case(tmp_path):
     assert [r["case"] for r in rows][:1] == [bench.BASELINE] and len(rows) == 9
     assert all(r["median_ms"] > 0 and len(r["times_s"]) == 1 for r in rows)
     assert rows[0]["speedup_vs_lact"] == 1.0
+
+
+def test_cache_of_another_mode_raises_clear_type_error():
+    x = torch.randn(1, 1, 4, C)
+    with pytest.raises(TypeError, match="cache must be a ElasticCache with 'fsm' set"):
+        ElasticMemory(C, H, mode="fsm")(x, ElasticMemory(C, H).init_cache(1))
+    with pytest.raises(TypeError, match="cache must be a TTTCache with 'state' set"):
+        TTTMemory(C, H, form="parallel", **PLAIN)(x, TTTMemory(C, H).init_cache(1))
