@@ -10,11 +10,12 @@ HELP = ("train / validate / test a model with a YAML recipe (LightningCLI); "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    recipe = "configs/train/tiny_synthetic_cpu.yaml"
     parser.epilog = ("examples:\n"
-                     "  recon train fit --config configs/train/tiny_synthetic_cpu.yaml\n"
-                     "  recon train fit --config configs/train/tiny_synthetic_cpu.yaml --model.net.memory.type ttt\n"
-                     "  recon train fit --config configs/train/tiny_synthetic_cpu.yaml --ckpt_path last\n"
-                     "  recon train validate --config configs/train/tiny_synthetic_cpu.yaml --ckpt_path CKPT")
+                     f"  recon train fit --config {recipe}\n"
+                     f"  recon train fit --config {recipe} --model.net.memory.type ttt\n"
+                     f"  recon train fit --config {recipe} --ckpt_path last\n"
+                     f"  recon train validate --config {recipe} --ckpt_path CKPT")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("cli_args", nargs=argparse.REMAINDER, metavar="fit|validate|test ...",
                         help="a LightningCLI subcommand and its arguments")
