@@ -4,6 +4,7 @@ Layout of OUT/:
     trajectory.txt     TUM (timestamp tx ty tz qx qy qz qw), cam2world, world = first camera; a line
                        per finished frame, flushed
     intrinsics.txt     `frame timestamp fx fy cx cy` per finished frame (pixels at model resolution)
+    timing.txt         `frame latency_ms rss_mb` per finished frame (model step time, process RSS)
     map.ply            fused point map, binary PLY (xyz float32, rgb uint8, confidence float32),
                        rewritten atomically every few frames and at the end
     depth/NNNNNN.npy   optional per-frame depth (float32, model units) and conf/NNNNNN.npy confidence
@@ -51,12 +52,13 @@ class RunOutputs:
         self.save_depth = save_depth
         self.map_save_every = map_save_every
         # Stale results of an earlier run would look like ours: remove the files we own.
-        for name in ("trajectory.txt", "intrinsics.txt", "map.ply", "summary.json"):
+        for name in ("trajectory.txt", "intrinsics.txt", "timing.txt", "map.ply", "summary.json"):
             (self.dir / name).unlink(missing_ok=True)
         self.trajectory = TumWriter(self.dir / "trajectory.txt")
         self.intrinsics = LineWriter(
             self.dir / "intrinsics.txt", header="frame timestamp fx fy cx cy (pixels)"
         )
+        self.timing = LineWriter(self.dir / "timing.txt", header="frame latency_ms rss_mb")
         if save_depth:
             (self.dir / "depth").mkdir(exist_ok=True)
             (self.dir / "conf").mkdir(exist_ok=True)
@@ -95,4 +97,5 @@ class RunOutputs:
         """Flush everything; returns the number of points in the saved map."""
         self.trajectory.close()
         self.intrinsics.close()
+        self.timing.close()
         return self.map.save(self.dir / "map.ply")

@@ -174,6 +174,7 @@ class StreamRunner:
                     rss = self._process.memory_info().rss / 2**20
                     self.stats.latencies_ms.append(latency)
                     self.stats.rss_mb.append(rss)
+                    self.outputs.timing.write(f"{frame.index} {latency:.3f} {rss:.1f}")
                     if self.logger is not None:
                         self.logger.log_frame(
                             frame.index,
