@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.common import markdown_table, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
+from tools.bench.common import markdown_table, write_json  # noqa: E402
 
 
 def summarise(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int], rss_from: int) -> dict:
