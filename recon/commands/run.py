@@ -23,6 +23,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="exported folder, .safetensors or .ckpt (default: the shipped tiny model)",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the model (default 1: a small model gains little from more, "
+        "and loses a lot when other processes, e.g. a viewer, share the cores)",
+    )
     parser.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument(
@@ -102,9 +109,11 @@ def stream_source(
     source, args: argparse.Namespace, out_dir: str | Path, extra_settings: dict | None = None
 ) -> dict:
     """Run the model over an opened source with the shared options; returns the summary."""
+    import torch
     from tqdm import tqdm
 
     from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
+    from recon.errors import InputError
     from recon.infer.outputs import RunOutputs
     from recon.infer.pointmap import StreamingPointMap
     from recon.infer.rerun_logger import RerunLogger, RerunOptions
@@ -113,6 +122,9 @@ def stream_source(
     from recon.infer.sources import FrameStream, parse_intrinsics
 
     device = resolve_device(args.device)
+    if args.threads < 1:
+        raise InputError(f"--threads: expected >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     model = load_model(checkpoint, device)
     use_source_K = args.intrinsics == "source"

@@ -41,7 +41,7 @@ class StreamingPointMap:
         voxel_size: float | None = None,
         max_points: int = 500_000,
         conf_quantile: float = 0.3,
-        merge_every: int = 8,
+        merge_every: int = 32,
         growth: float = 1.25,
     ):
         if voxel_size is not None and voxel_size <= 0:
