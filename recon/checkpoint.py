@@ -14,8 +14,6 @@ Configs are parsed as YAML data, never evaluated.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from recon.errors import CheckpointError, ConfigError
+from recon.files import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -36,19 +35,6 @@ LIGHTNING_PREFIX = "net."
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "checkpoints" / "tiny"
 
 _LIST_LIMIT = 8
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_weights(model: nn.Module, out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -67,9 +53,10 @@ def save_weights(model: nn.Module, out_dir: str | Path, meta: dict[str, Any] | N
     config = {"format": FORMAT, "model": model.cfg.to_dict(), "signature": model.cfg.signature(),
               "num_parameters": int(sum(p.numel() for p in model.parameters())), "meta": meta or {}}
     metadata = {"format": FORMAT, "signature": config["signature"]}
-    _atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     text = yaml.safe_dump(config, sort_keys=False)
-    _atomic_write(out_dir / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out_dir / CONFIG_NAME, lambda tmp: tmp.write_text(text))
     return out_dir
 
 
