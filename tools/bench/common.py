@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from recon.files import atomic_write
+
 
 def synchronize(device: torch.device | str | None = None) -> None:
     """Wait for queued GPU work (no-op on the CPU), so a timer measures finished work."""
@@ -129,7 +131,6 @@ def write_json(path: str | os.PathLike, name: str, rows: Sequence[dict[str, Any]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "environment": environment(), "rows": list(rows), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
