@@ -10,12 +10,18 @@ Two modes:
   ``F = sigmoid(F_logit)`` learned per head and hidden unit ([H, Dh], in (0, 1)), ``lam`` in (0, 1]
   and ``beta`` in [0, 1) configured or learned (sigmoid-parametrised). Exactly a linear attention
   with a persistent and a decaying (rho = beta (1 - lam F)) component, computed in parallel over the
-  clip; the streaming state is fixed-size: the persistent and decaying parts of the fast weight,
-  [B, H, Dh, V] each (stacked as [B, H, 2 Dh, V]).
+  clip; the streaming state is fixed-size: the long and the decaying parts of the fast weight's
+  deviation from the slow weight, [B, H, Dh, V] each (stacked as [B, H, 2 Dh, V]).
 - ``mode="fsm"``: the faithful sequential FSM, with data-dependent importance (``estimator``:
   ``"abs"``, ``"sq"``, ``"si"`` EMA, or ``"static"`` = the learned F above) and an anchor policy
   (``"global"``, ``"streaming"``, ``"streaming-ema"``); optionally the hidden weights are updated
   and consolidated too. The cache holds the fast weights, anchors and importance EMAs.
+
+In both modes a learned retention (:mod:`layers.ops.ttt.retention`, on by default) relaxes the fast
+weight and the anchor toward the slow weights after every frame, ``X <- W_0 + gamma (X - W_0)``:
+without it the elastic map keeps a persistent share of every update (its eigenvalue 1) and the
+fast weight drifts without bound over a long stream; with it, the persistent component becomes a
+long memory of horizon ~1 / (1 - gamma) frames.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from layers.ops.elastic.parallel import elastic_decay
+from layers.ops.elastic.parallel import elastic_components
 from layers.ops.elastic.sequential import (
     ANCHOR_POLICIES,
     IMPORTANCE_ESTIMATORS,
@@ -36,7 +42,13 @@ from layers.ops.elastic.sequential import (
 )
 from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state
 from layers.ops.ttt.swiglu import FastWeights, sequence_features
-from layers.ttt import FastWeightIO, check_cache, check_input
+from layers.ttt import (
+    DEFAULT_RETENTION_FRAMES,
+    FastWeightIO,
+    LearnedRetention,
+    check_cache,
+    check_input,
+)
 
 
 def _logit(p: float) -> float:
@@ -48,9 +60,10 @@ class ElasticCache:
     """Streaming state of :class:`ElasticMemory`, float32.
 
     Attributes:
-        state: (reduced) [B, H, 2 Dh, V]: the persistent part of the fast weight (first Dh rows:
-            w1_0 + a * sum of updates) and its decaying part (last Dh rows: decayed by rho at every
-            frame boundary); the fast weight is their sum.
+        state: (reduced) [B, H, 2 Dh, V]: the deviation of the fast weight from the slow weight
+            w1_0, in two parts: the long part (first Dh rows: a * updates, decayed by gamma at every
+            frame boundary) and the short part (last Dh rows: b * updates, decayed by gamma * rho);
+            the fast weight is w1_0 plus their sum.
         fsm: (fsm mode) fast weights, anchors and importance EMAs, head-first.
     """
 
@@ -77,6 +90,9 @@ class ElasticMemory(nn.Module):
         anchor: fsm mode: anchor policy, one of ``ANCHOR_POLICIES``.
         importance_decay: fsm mode: EMA decay of the data-dependent importance, in [0, 1).
         update_hidden: fsm mode: also update and consolidate w0 / w2.
+        retention_frames: initial horizons (shortest, longest), in frames, of the learned retention
+            (:class:`layers.ttt.LearnedRetention`); None = no retention (the original elastic map,
+            whose state grows over long streams).
 
     Example:
         >>> layer = ElasticMemory(32, 2)
@@ -102,6 +118,7 @@ class ElasticMemory(nn.Module):
         anchor: str = "streaming-ema",
         importance_decay: float = 0.9,
         update_hidden: bool = False,
+        retention_frames: tuple[float, float] | None = DEFAULT_RETENTION_FRAMES,
     ) -> None:
         super().__init__()
         name = "ElasticMemory"
@@ -139,6 +156,13 @@ class ElasticMemory(nn.Module):
         self.lam_logit = nn.Parameter(torch.tensor(_logit(lam))) if learn_lam else None
         self.beta_logit = nn.Parameter(torch.tensor(_logit(beta))) if learn_beta else None
         self.lam_value, self.beta_value = lam, beta
+        self.retention = None
+        if retention_frames is not None:
+            self.retention = LearnedRetention(num_heads, self.io.hidden, retention_frames, name)
+
+    def gamma(self) -> torch.Tensor | None:
+        """Retention [H, Dh] float32 (None when off)."""
+        return None if self.retention is None else self.retention()
 
     def importance(self) -> torch.Tensor | None:
         """Static importance F [H, Dh] in (0, 1) (None for a data-dependent fsm estimator)."""
@@ -160,7 +184,7 @@ class ElasticMemory(nn.Module):
         """The state before the first frame (fast weights and anchors = slow weights)."""
         slow = self.io.slow_weights(batch_size)
         if self.mode == "reduced":
-            return ElasticCache(state=initial_fast_state(slow.w1, True).to(device).clone())
+            return ElasticCache(state=initial_fast_state(slow.w1, 2).to(device))
         weights = FastWeights(*(w.to(device).clone() for w in (slow.w0, slow.w1, slow.w2)))
         return ElasticCache(fsm=init_elastic_state(weights, self.update_hidden, self.estimator))
 
@@ -186,7 +210,7 @@ class ElasticMemory(nn.Module):
     def _reduced(self, q, k, v, eta, P, cache):
         slow = self.io.slow_weights(q.shape[0])
         phq, phk = sequence_features(q, slow.w0, slow.w2), sequence_features(k, slow.w0, slow.w2)
-        decay = elastic_decay(self.lam(), self.importance(), self.beta())
+        components = elastic_components(self.lam(), self.importance(), self.beta(), self.gamma())
         o, state = fast_weight_linear_attention(
             phq,
             phk,
@@ -194,7 +218,7 @@ class ElasticMemory(nn.Module):
             slow.w1,
             P,
             inclusive=self.inclusive,
-            decay=decay,
+            components=components,
             initial_state=cache.state,
             output_final_state=True,
         )
@@ -202,7 +226,8 @@ class ElasticMemory(nn.Module):
 
     def _fsm(self, q, k, v, eta, P, T, cache):
         qh, kh, vh, etah = (t.transpose(1, 2) for t in (q, k, v, eta))
-        lam, beta, F = self.lam(), self.beta(), self.importance()
+        lam, beta, F, gamma = self.lam(), self.beta(), self.importance(), self.gamma()
+        origin = None if gamma is None else self.io.slow_weights(q.shape[0])
         state, outs = cache.fsm, []
         for t in range(T):
             s = slice(t * P, (t + 1) * P)
@@ -220,6 +245,8 @@ class ElasticMemory(nn.Module):
                 importance_decay=self.importance_decay,
                 inclusive=self.inclusive,
                 update_hidden=self.update_hidden,
+                retention=gamma,
+                origin=origin,
             )
             outs.append(o_t)
         return torch.cat(outs, dim=2).transpose(1, 2), ElasticCache(fsm=state)

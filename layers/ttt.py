@@ -10,8 +10,13 @@ Two forms:
 - ``form="sequential"`` (default): the original recurrence, with every LaCT option (update of the
   hidden weights, Muon, weight norm, momentum); the cache holds the fast weights.
 - ``form="parallel"``: frozen kernel (no update_hidden / Muon / weight norm), computed as
-  block-causal linear attention over the whole clip; the cache holds the fast weight w1
-  (fixed size [B, H, Dh, V], or its two parts [B, H, 2 Dh, V] with momentum).
+  block-causal linear attention over the whole clip; the cache holds the deviation of w1 from the
+  slow weight (fixed size [B, H, Dh, V], or its two parts [B, H, 2 Dh, V] with momentum).
+
+Retention (:mod:`layers.ops.ttt.retention`): after every update the fast weights relax toward the
+slow weights, ``W <- W_0 + gamma (W - W_0)`` with a learned gamma per head and hidden unit, so the
+state stays bounded over any stream. On by default in the parallel form (which has nothing else
+bounding it); off by default in the sequential form, whose weight norm bounds it (faithful LaCT).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state, momentum_decay
+from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state, ttt_components
 from layers.ops.ttt.sequential import check_optimizer_args, ttt_chunk_step
 from layers.ops.ttt.swiglu import FastWeights, column_norms, sequence_features
 
@@ -79,6 +84,50 @@ class FastWeightIO(nn.Module):
         return FastWeights(expand(self.w0), expand(self.w1), expand(self.w2))
 
 
+DEFAULT_RETENTION_FRAMES = (8.0, 512.0)
+"""Initial horizons (shortest, longest) of the learned retention, in frames: the longest is 2-5x the
+memory of the tiny preset's GLA layer (~130-660 frames), the shortest a few local windows."""
+
+
+class LearnedRetention(nn.Module):
+    """Learned retention gamma [H, Dh] in (0, 1) of a fast-weight memory (:mod:`layers.ops.ttt.retention`).
+
+    ``gamma = floor + (1 - floor) sigmoid(logit)`` per head and hidden unit (``floor`` = the TTT
+    momentum: the parallel form's kernel needs gamma > momentum; 0 without momentum). At
+    initialisation the horizons ``1 / (1 - gamma)`` (in updates, i.e. frames) are log-spaced over
+    ``frames = (shortest, longest)`` across the hidden units, the same in every head: a spread of
+    time scales, as GLA's gates have.
+
+    Args:
+        num_heads, hidden: H and Dh.
+        frames: (shortest, longest) initial horizon in frames, 1 < shortest <= longest.
+        name: the owning layer (for error messages).
+        floor: lower bound of gamma, in [0, 1); the shortest horizon must start above it.
+    """
+
+    def __init__(self, num_heads: int, hidden: int, frames, name: str, floor: float = 0.0) -> None:
+        super().__init__()
+        try:
+            lo, hi = (float(f) for f in frames)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: retention_frames must be [shortest, longest] or null, got {frames!r}")
+        if not 1.0 < lo <= hi:
+            raise ValueError(f"{name}: retention_frames must satisfy 1 < shortest <= longest, got {frames!r}")
+        if not 1.0 - 1.0 / lo > floor:
+            raise ValueError(
+                f"{name}: momentum {floor} must be below the shortest retention 1 - 1/{lo:g} "
+                f"(raise retention_frames[0] or lower momentum)"
+            )
+        horizons = torch.logspace(math.log10(lo), math.log10(hi), hidden, dtype=torch.float64)
+        p = (1.0 - 1.0 / horizons - floor) / (1.0 - floor)
+        self.floor = floor
+        self.logit = nn.Parameter(torch.log(p / (1.0 - p)).float().expand(num_heads, hidden).clone())
+
+    def forward(self) -> torch.Tensor:
+        """gamma [H, Dh] float32."""
+        return self.floor + (1.0 - self.floor) * torch.sigmoid(self.logit.float())
+
+
 def check_input(name: str, x: torch.Tensor, width: int) -> None:
     """x must be [B, T, P, C] with C = width (ValueError naming the layer otherwise)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != width:
@@ -101,8 +150,8 @@ class TTTCache:
 
     Attributes:
         weights: (sequential form) the fast weights and momentum buffers, per sequence and head.
-        state: (parallel form) the fast weight w1 [B, H, Dh, V], or with momentum its persistent and
-            decaying parts [B, H, 2 Dh, V] (w1 = their sum); see
+        state: (parallel form) the deviation of w1 from the slow weight [B, H, Dh, V], or with
+            momentum its two parts [B, H, 2 Dh, V] (w1 = slow weight + their sum); see
             :func:`layers.ops.ttt.fast_weight_linear_attention`.
     """
 
@@ -124,6 +173,9 @@ class TTTMemory(nn.Module):
         weight_norm: keep every fast-weight column at the norm of the slow weight (sequential only).
         muon_steps: Newton-Schulz iterations on each step, 0 = off (sequential only).
         momentum: heavy-ball coefficient in [0, 1) on the steps.
+        retention_frames: initial horizons (shortest, longest), in frames, of the learned retention
+            (:class:`LearnedRetention`); None = no retention; ``"auto"`` = (8, 512) in the parallel
+            form, None in the sequential form.
 
     Example:
         >>> layer = TTTMemory(32, 2)
@@ -144,6 +196,7 @@ class TTTMemory(nn.Module):
         weight_norm: bool = True,
         muon_steps: int = 5,
         momentum: float = 0.0,
+        retention_frames: tuple[float, float] | None | str = "auto",
     ) -> None:
         super().__init__()
         name = "TTTMemory"
@@ -159,12 +212,22 @@ class TTTMemory(nn.Module):
         self.dim, self.form, self.inclusive = dim, form, inclusive
         self.update_hidden, self.weight_norm = update_hidden, weight_norm
         self.muon_steps, self.momentum = muon_steps, momentum
+        if retention_frames == "auto":
+            retention_frames = DEFAULT_RETENTION_FRAMES if form == "parallel" else None
+        self.retention = None
+        if retention_frames is not None:
+            # gamma > momentum: needed by the parallel form, kept in both so weights move between forms
+            self.retention = LearnedRetention(num_heads, self.io.hidden, retention_frames, name, momentum)
+
+    def gamma(self) -> torch.Tensor | None:
+        """Retention [H, Dh] float32 (None when off)."""
+        return None if self.retention is None else self.retention()
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> TTTCache:
         """The state before the first frame (fast weights = slow weights)."""
         slow = self.io.slow_weights(batch_size)
         if self.form == "parallel":
-            return TTTCache(state=initial_fast_state(slow.w1, self.momentum > 0).to(device).clone())
+            return TTTCache(state=initial_fast_state(slow.w1, 2 if self.momentum > 0 else 1).to(device))
         return TTTCache(weights=FastWeights(*(w.to(device).clone() for w in (slow.w0, slow.w1, slow.w2))))
 
     def forward(self, x: torch.Tensor, cache: TTTCache | None = None) -> tuple[torch.Tensor, TTTCache]:
@@ -188,7 +251,7 @@ class TTTMemory(nn.Module):
         io, B = self.io, q.shape[0]
         slow = io.slow_weights(B)
         phq, phk = sequence_features(q, slow.w0, slow.w2), sequence_features(k, slow.w0, slow.w2)
-        decay = None if self.momentum == 0 else momentum_decay(self.momentum, io.num_heads, io.hidden, phq)
+        components = ttt_components(self.gamma(), self.momentum, io.num_heads, io.hidden, phq)
         o, state = fast_weight_linear_attention(
             phq,
             phk,
@@ -196,7 +259,7 @@ class TTTMemory(nn.Module):
             slow.w1,
             P,
             inclusive=self.inclusive,
-            decay=decay,
+            components=components,
             initial_state=cache.state,
             output_final_state=True,
         )
@@ -209,6 +272,8 @@ class TTTMemory(nn.Module):
                 column_norms(w.float()).unsqueeze(0) for w in (self.io.w0, self.io.w1, self.io.w2)
             )
         qh, kh, vh, etah = (t.transpose(1, 2) for t in (q, k, v, eta))
+        gamma = self.gamma()
+        origin = None if gamma is None else self.io.slow_weights(q.shape[0])
         weights, outs = cache.weights, []
         for t in range(T):
             s = slice(t * P, (t + 1) * P)
@@ -223,6 +288,8 @@ class TTTMemory(nn.Module):
                 muon_steps=self.muon_steps,
                 momentum=self.momentum,
                 norm_targets=targets,
+                retention=gamma,
+                origin=origin,
             )
             outs.append(o_t)
         return torch.cat(outs, dim=2).transpose(1, 2), TTTCache(weights=weights)

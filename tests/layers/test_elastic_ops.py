@@ -8,6 +8,7 @@ import torch
 
 from layers.ops.elastic import (
     elastic_chunk_step,
+    elastic_components,
     elastic_decay,
     elastic_parallel,
     elastic_sequential,
@@ -15,7 +16,7 @@ from layers.ops.elastic import (
 )
 from layers.ops.ttt import FastWeights, fast_weight_linear_attention
 from layers.ops.ttt.swiglu import sequence_features
-from tests.layers.test_ttt_ops import make_inputs
+from tests.layers.test_ttt_ops import make_inputs, random_retention
 from tests.numerics import assert_rel_close
 
 F64 = torch.float64
@@ -56,29 +57,52 @@ def test_decay_coefficients_match_eigendecomposition(lam_f, beta):
         assert np.linalg.matrix_power(M, n)[0, 0] == pytest.approx(a + b * rho**n, abs=1e-12)
 
 
+@pytest.mark.parametrize("lam_f, beta, gamma", [(0.2, 0.9, 0.99), (0.9, 0.5, 0.8), (1.0, 0.3, 0.5)])
+def test_retention_scales_both_eigenvalues(lam_f, beta, gamma):
+    """numpy: with retention the map on deviations is gamma M; its first entry is a gamma^n + b (gamma rho)^n."""
+    M = gamma * np.array([[1 - lam_f, lam_f], [(1 - beta) * (1 - lam_f), beta + (1 - beta) * lam_f]])
+    as64 = lambda x: torch.tensor(x, dtype=F64)
+    (a, g1), (b, g2) = elastic_components(as64(lam_f), torch.ones(1, dtype=F64), as64(beta), as64(gamma))
+    for n in range(1, 6):
+        expected = float(a * g1**n + b * g2**n)
+        assert np.linalg.matrix_power(M, n)[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+RETENTIONS = [None, 0.95, "per-unit"]
+
+
 @pytest.mark.parametrize("inclusive", [False, True], ids=["strict", "inclusive"])
+@pytest.mark.parametrize("retention", RETENTIONS, ids=["no-retention", "retention0.95", "retention-per-unit"])
 @pytest.mark.parametrize("lam, beta", COEFFS)
 @pytest.mark.parametrize("B, T, H, K, Dh, V, C", SHAPES)
-def test_parallel_equals_sequential_float64(B, T, H, K, Dh, V, C, lam, beta, inclusive):
+def test_parallel_equals_sequential_float64(B, T, H, K, Dh, V, C, lam, beta, retention, inclusive):
     inputs = make_inputs(B, T, H, K, Dh, V)
     F = random_importance(H, Dh)
-    o_seq = elastic_sequential(*inputs, C, lam, F, beta, inclusive=inclusive)
-    o_par = elastic_parallel(*inputs, C, lam, F, beta, inclusive=inclusive)
+    if retention == "per-unit":
+        retention = random_retention(H, Dh, low=0.5)
+    o_seq = elastic_sequential(*inputs, C, lam, F, beta, inclusive=inclusive, retention=retention)
+    o_par = elastic_parallel(*inputs, C, lam, F, beta, inclusive=inclusive, retention=retention)
     assert_rel_close(o_seq, o_par, 1e-12, "o")
 
 
+@pytest.mark.parametrize("with_retention", [False, True], ids=["no-retention", "retention"])
 @pytest.mark.parametrize("inclusive", [False, True], ids=["strict", "inclusive"])
-def test_parallel_gradients_equal_sequential(inclusive):
-    names = ("q", "k", "v", "eta", "w0", "w1", "w2", "lam", "F", "beta")
+def test_parallel_gradients_equal_sequential(inclusive, with_retention):
+    names = ["q", "k", "v", "eta", "w0", "w1", "w2", "lam", "F", "beta"]
     inputs = make_inputs(2, 29, 2, 8, 12, 6, requires_grad=True)
     lam = torch.tensor(0.8, dtype=F64, requires_grad=True)
     F = (torch.rand(2, 12, dtype=F64) * 0.9 + 0.05).requires_grad_(True)
     beta = torch.tensor(0.7, dtype=F64, requires_grad=True)
     leaves = [*inputs, lam, F, beta]
+    retention = None
+    if with_retention:
+        retention = random_retention(2, 12, low=0.6).requires_grad_(True)
+        leaves.append(retention)
+        names.append("retention")
     grad_o = torch.randn(2, 29, 2, 6, dtype=F64)
 
     def grads(fn):
-        o = fn(*inputs, 8, lam, F, beta, inclusive=inclusive)
+        o = fn(*inputs, 8, lam, F, beta, inclusive=inclusive, retention=retention)
         return torch.autograd.grad((o * grad_o).sum(), leaves)
 
     for name, g_seq, g_par in zip(names, grads(elastic_sequential), grads(elastic_parallel), strict=True):
@@ -96,7 +120,7 @@ def test_lam_f_one_keeps_the_slow_weights():
 
 def test_global_anchor_is_pure_decay_toward_slow_weights():
     """Global anchor (A = w1_0 fixed) with static F: W_c - w1_0 = (1 - lam F) (W_{c-1} - w1_0 + U_c),
-    the two-component kernel with a = 0, b = 1, rho = 1 - lam F (the beta -> 1 limit)."""
+    one decaying component of weight 1 and rho = 1 - lam F."""
     B, T, H, K, Dh, V, C = 1, 41, 2, 8, 12, 6, 8
     q, k, v, eta, w0, w1, w2 = make_inputs(B, T, H, K, Dh, V)
     lam, F = 0.6, random_importance(H, Dh)
@@ -118,9 +142,9 @@ def test_global_anchor_is_pure_decay_toward_slow_weights():
         )
         outs.append(o)
     o_seq = torch.cat(outs, dim=2).transpose(1, 2)
-    decay = (torch.zeros(H, Dh, dtype=F64), torch.ones(H, Dh, dtype=F64), 1.0 - lam * F)
+    components = ((torch.ones(H, Dh, dtype=F64), 1.0 - lam * F),)
     phq, phk = sequence_features(q, w0, w2), sequence_features(k, w0, w2)
-    o_ref, _ = fast_weight_linear_attention(phq, phk, eta[..., None] * v, w1, C, decay=decay)
+    o_ref, _ = fast_weight_linear_attention(phq, phk, eta[..., None] * v, w1, C, components=components)
     assert_rel_close(o_ref, o_seq, 1e-12, "o global anchor")
 
 
@@ -189,6 +213,9 @@ BAD = [
     pytest.param({"beta": 1.0}, r"beta must be in \[0, 1\)", id="beta1"),
     pytest.param({"beta": -0.1}, r"beta must be in \[0, 1\)", id="beta-negative"),
     pytest.param({"w1": torch.zeros(1, 2, 12, 5)}, "w1 must be", id="w1-value-mismatch"),
+    pytest.param({"retention": -0.5}, r"retention must lie in \(0, 1\]", id="retention-negative"),
+    pytest.param({"retention": torch.full((3, 12), 0.9)}, r"retention must be a scalar or \[H, Dh\]",
+                 id="retention-shape"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ TTT_MODES = [
     pytest.param(dict(muon_steps=3, inclusive=True), id="hidden-wnorm-muon3-inclusive"),
     pytest.param(dict(PLAIN, form="parallel"), id="parallel"),
     pytest.param(dict(PLAIN, form="parallel", momentum=0.8, inclusive=True), id="parallel-mom0.8-inclusive"),
+    pytest.param(dict(PLAIN, form="parallel", retention_frames=None), id="parallel-no-retention"),
+    pytest.param(dict(retention_frames=(2, 16), inclusive=True), id="lact-retention-inclusive"),
 ]
 
 ELASTIC_MODES = (
@@ -29,6 +33,8 @@ ELASTIC_MODES = (
             dict(inclusive=True, learn_lam=True, learn_beta=True, lam=0.7, beta=0.5), id="reduced-learned"
         ),
         pytest.param(dict(lam=1.0, beta=0.0), id="reduced-lam1-beta0"),
+        pytest.param(dict(retention_frames=None), id="reduced-no-retention"),
+        pytest.param(dict(mode="fsm", retention_frames=None), id="fsm-no-retention"),
     ]
     + [
         pytest.param(dict(mode="fsm", estimator=est, anchor=anchor), id=f"fsm-{est}-{anchor}")
@@ -82,12 +88,18 @@ def test_elastic_streaming_equals_whole_clip(options):
 
 
 @pytest.mark.parametrize(
-    "options", [{}, dict(momentum=0.7, inclusive=True)], ids=["plain", "mom0.7-inclusive"]
+    "options",
+    [dict(retention_frames=None), dict(retention_frames=(4, 64)), dict(momentum=0.7, inclusive=True,
+                                                                       retention_frames=(4, 64))],
+    ids=["no-retention", "retention", "mom0.7-inclusive-retention"],
 )
 def test_ttt_parallel_form_equals_sequential_form(options):
     seq = TTTMemory(C, H, **PLAIN, **options)
     par = TTTMemory(C, H, form="parallel", **PLAIN, **options)
     par.load_state_dict(seq.state_dict())
+    if seq.retention is not None:
+        torch.nn.init.uniform_(seq.retention.logit, 0.0, 4.0)  # strong, per-unit retention
+        par.load_state_dict(seq.state_dict())
     x = torch.randn(B, T, P, C)
     assert_rel_close(seq(x)[0], par(x)[0], 1e-5, "parallel vs sequential layer")
 
@@ -99,6 +111,7 @@ def test_elastic_reduced_equals_fsm_with_static_importance(inclusive):
     fsm = ElasticMemory(
         C, H, mode="fsm", estimator="static", lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive
     )
+    torch.nn.init.uniform_(reduced.retention.logit, 0.0, 4.0)
     fsm.load_state_dict(reduced.state_dict())
     x = torch.randn(B, T, P, C)
     assert_rel_close(fsm(x)[0], reduced(x)[0], 1e-5, "reduced vs fsm(static)")
@@ -180,7 +193,53 @@ BAD = [
     pytest.param(TTTMemory, dict(form="parallel"), "form='parallel' needs", id="ttt-parallel-lact"),
     pytest.param(TTTMemory, dict(momentum=1.0), "momentum must be", id="ttt-momentum1"),
     pytest.param(TTTMemory, dict(form="chunked"), "form must be", id="ttt-form"),
+    pytest.param(ElasticMemory, dict(retention_frames=(1, 10)), "1 < shortest <= longest", id="retention-1"),
+    pytest.param(TTTMemory, dict(retention_frames=(20, 10)), "1 < shortest <= longest", id="retention-order"),
+    pytest.param(ElasticMemory, dict(retention_frames="long"), r"\[shortest, longest\] or null",
+                 id="retention-string"),
+    pytest.param(TTTMemory, dict(PLAIN, form="parallel", momentum=0.9, retention_frames=(4, 64)),
+                 "must be below the shortest retention", id="ttt-momentum-above-retention"),
 ]
+
+
+def test_learned_retention_starts_at_log_spaced_horizons():
+    layer = ElasticMemory(C, H, retention_frames=(8, 512))
+    horizons = 1.0 / (1.0 - layer.gamma().double())
+    expected = torch.logspace(math.log10(8), math.log10(512), layer.io.hidden, dtype=torch.float64)
+    assert horizons.shape == (H, layer.io.hidden)
+    assert_rel_close(expected.expand(H, -1), horizons, 1e-4, "initial horizons")
+    assert TTTMemory(C, H).retention is None and TTTMemory(C, H, form="parallel", **PLAIN).retention is not None
+
+
+@pytest.mark.parametrize("cls, options", [(ElasticMemory, {}), (ElasticMemory, dict(mode="fsm")),
+                                          (TTTMemory, dict(PLAIN, form="parallel"))],
+                         ids=["elastic-reduced", "elastic-fsm", "ttt-parallel"])
+def test_retention_keeps_the_state_bounded_where_the_original_grows(cls, options):
+    """The same frame streamed 400 times: with retention (horizons 2-16 frames) the fast weight
+    saturates; without it, it keeps growing (the persistent sum of updates)."""
+    torch.manual_seed(3)
+    x = torch.randn(1, 1, 8, C)
+    growth = {}
+    for frames in ((2, 16), None):
+        layer = cls(C, H, base_lr=0.05, retention_frames=frames, **options)
+        if frames is None:
+            layer.load_state_dict(kept.state_dict(), strict=False)
+        kept = layer
+        cache, norms = layer.init_cache(1), []
+        with torch.no_grad():
+            for _ in range(400):
+                _, cache = layer(x, cache)
+                norms.append(fast_weight(cache).norm().item())
+        growth[frames] = norms[-1] / norms[199]
+    assert growth[(2, 16)] < 1.01, growth
+    assert growth[None] > 1.3, growth
+
+
+def fast_weight(cache):
+    """The deviation of w1 (reduced / parallel caches) or w1 itself (fsm) from a layer cache."""
+    if getattr(cache, "state", None) is not None:
+        return cache.state
+    return cache.fsm.weights.w1
 
 
 @pytest.mark.parametrize("cls, options, message", BAD)

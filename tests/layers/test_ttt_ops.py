@@ -13,6 +13,7 @@ from layers.ops.ttt import (
     ttt_parallel,
     ttt_sequential,
 )
+from layers.ops.ttt.swiglu import sequence_features
 from tests.numerics import assert_rel_close
 
 F64 = torch.float64
@@ -138,29 +139,82 @@ def test_sequential_equals_autograd_loop(update_hidden, weight_norm, muon, mom, 
         assert_rel_close(w1.norm(dim=-2), ws[1].norm(dim=-2), 1e-12, "w1 column norms")
 
 
+def random_retention(H, Dh, low=0.75):
+    """Per-unit retention in (low, 1], with one exact 1 (no decay) and one strong decay near low."""
+    gamma = low + (1 - low) * torch.rand(H, Dh, dtype=F64).clamp_min(1e-3)
+    gamma[0, 0] = 1.0
+    return gamma
+
+
+RETENTIONS = [
+    pytest.param(None, id="no-retention"),
+    pytest.param(0.9, id="retention0.9"),
+    pytest.param("per-unit", id="retention-per-unit"),
+]
+
+
 @pytest.mark.parametrize("inclusive", [False, True], ids=["strict", "inclusive"])
+@pytest.mark.parametrize("retention", RETENTIONS)
 @pytest.mark.parametrize("momentum", [0.0, 0.7], ids=["mom0", "mom0.7"])
 @pytest.mark.parametrize("B, T, H, K, Dh, V, C", SHAPES)
-def test_parallel_equals_sequential_float64(B, T, H, K, Dh, V, C, momentum, inclusive):
+def test_parallel_equals_sequential_float64(B, T, H, K, Dh, V, C, momentum, retention, inclusive):
     inputs = make_inputs(B, T, H, K, Dh, V)
-    o_seq, (_, w1_seq, _) = ttt_sequential(*inputs, C, inclusive=inclusive, momentum=momentum)
-    o_par, w1_par = ttt_parallel(*inputs, C, inclusive=inclusive, momentum=momentum)
+    if retention == "per-unit":
+        retention = random_retention(H, Dh)
+    kw = dict(inclusive=inclusive, momentum=momentum, retention=retention)
+    o_seq, (_, w1_seq, _) = ttt_sequential(*inputs, C, **kw)
+    o_par, w1_par = ttt_parallel(*inputs, C, **kw)
     assert_rel_close(o_seq, o_par, 1e-12, "o")
     assert_rel_close(w1_seq, w1_par, 1e-12, "w1_final")
 
 
+def test_retention_closed_form_after_each_chunk():
+    """Hand-computed: with a frozen kernel and retention gamma, W_c - w1_0 = sum_j gamma^(c-j+1) U_j."""
+    q, k, v, eta, w0, w1, w2 = make_inputs(1, 12, 2, 8, 10, 6)
+    gamma = random_retention(2, 10)
+    phk = sequence_features(k, w0, w2)
+    U = torch.einsum("bthd,bthv->bhdv", *(x.unflatten(1, (3, 4)).flatten(0, 1) for x in (phk, eta[..., None] * v)))
+    expected = w1.clone()
+    for j in range(3):  # three chunks of 4
+        expected = w1 + gamma[None, :, :, None] * (expected - w1 + U[j : j + 1])
+    _, (_, w1_seq, _) = ttt_sequential(q, k, v, eta, w0, w1, w2, 4, retention=gamma)
+    assert_rel_close(expected, w1_seq, 1e-13, "w1 after 3 chunks")
+    with_one = ttt_sequential(q, k, v, eta, w0, w1, w2, 4, retention=1.0)[1][1]
+    assert_rel_close(ttt_sequential(q, k, v, eta, w0, w1, w2, 4)[1][1], with_one, 1e-15, "retention 1")
+
+
+def test_retention_bounds_the_fast_weight():
+    """Constant updates: without retention W grows linearly; with gamma it saturates at gamma/(1-gamma) U."""
+    q, k, v, eta, w0, w1, w2 = make_inputs(1, 4, 1, 8, 8, 4)
+    rep = lambda x: x.repeat(1, 400, *([1] * (x.dim() - 2)))  # the same chunk 400 times
+    q, k, v, eta = rep(q), rep(k), rep(v), rep(eta)
+    _, w_plain = ttt_parallel(q, k, v, eta, w0, w1, w2, 4)
+    _, w_kept = ttt_parallel(q, k, v, eta, w0, w1, w2, 4, retention=0.95)
+    _, w_one = ttt_parallel(q[:, :4], k[:, :4], v[:, :4], eta[:, :4], w0, w1, w2, 4)
+    U = w_one - w1
+    assert_rel_close(400 * U, w_plain - w1, 1e-12, "no retention: 400 U")
+    assert_rel_close(0.95 * (1 - 0.95**400) / 0.05 * U, w_kept - w1, 1e-12, "retention: geometric sum")
+
+
 @pytest.mark.parametrize("inclusive", [False, True], ids=["strict", "inclusive"])
-@pytest.mark.parametrize("momentum", [0.0, 0.5], ids=["mom0", "mom0.5"])
-def test_parallel_gradients_equal_sequential(momentum, inclusive):
-    names = ("q", "k", "v", "eta", "w0", "w1", "w2")
+@pytest.mark.parametrize("momentum, with_retention", [(0.0, False), (0.5, False), (0.0, True), (0.5, True)],
+                         ids=["mom0", "mom0.5", "mom0-retention", "mom0.5-retention"])
+def test_parallel_gradients_equal_sequential(momentum, with_retention, inclusive):
+    names = ["q", "k", "v", "eta", "w0", "w1", "w2"]
     inputs = make_inputs(2, 29, 2, 8, 12, 6, requires_grad=True)
+    leaves = list(inputs)
+    retention = None
+    if with_retention:
+        retention = random_retention(2, 12).requires_grad_(True)
+        leaves.append(retention)
+        names.append("retention")
     grad_o = torch.randn(2, 29, 2, 6, dtype=F64)
     grad_w = torch.randn(2, 2, 12, 6, dtype=F64)
 
     def grads(fn):
-        o, w1 = fn(*inputs, 8, inclusive=inclusive, momentum=momentum)
+        o, w1 = fn(*inputs, 8, inclusive=inclusive, momentum=momentum, retention=retention)
         w1 = w1[1] if isinstance(w1, tuple) else w1
-        return torch.autograd.grad((o * grad_o).sum() + (w1 * grad_w).sum(), inputs)
+        return torch.autograd.grad((o * grad_o).sum() + (w1 * grad_w).sum(), leaves)
 
     for name, g_seq, g_par in zip(names, grads(ttt_sequential), grads(ttt_parallel), strict=True):
         assert_rel_close(g_seq, g_par, 1e-11, f"grad {name}")
@@ -204,7 +258,17 @@ BAD = [
     pytest.param({"eta": torch.zeros(1, 10, 3)}, "eta must be", id="eta-heads"),
     pytest.param({"momentum": 1.0}, "momentum must be in", id="momentum1"),
     pytest.param({"muon_steps": -1}, "muon_steps must be", id="muon-negative"),
+    pytest.param({"retention": 0.0}, r"retention must lie in \(0, 1\]", id="retention0"),
+    pytest.param({"retention": 1.5}, r"retention must lie in \(0, 1\]", id="retention-above-1"),
+    pytest.param({"retention": torch.full((2, 11), 0.9)}, r"retention must be a scalar or \[H, Dh\]",
+                 id="retention-shape"),
 ]
+
+
+def test_parallel_momentum_at_or_above_retention_raises_clear_error():
+    q, k, v, eta, w0, w1, w2 = make_inputs(1, 10, 2, 8, 12, 6, dtype=torch.float32)
+    with pytest.raises(ValueError, match="momentum .* must be below every retention value"):
+        ttt_parallel(q, k, v, eta, w0, w1, w2, 4, momentum=0.9, retention=0.9)
 
 
 @pytest.mark.parametrize("override, message", BAD)

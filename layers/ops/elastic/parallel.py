@@ -1,13 +1,14 @@
 """Elastic TTT with static importance, in parallel (linear-attention) form.
 
 With the kernel frozen and ``F`` static per hidden unit, the pair (fast weight, anchor) evolves by
-a fixed 2x2 linear map per row whose eigenvalues are 1 and ``rho = beta (1 - lam F)``, so
+a fixed 2x2 linear map per row whose eigenvalues are 1 and ``rho = beta (1 - lam F)``; retention
+gamma (:mod:`layers.ops.ttt.retention`) scales both deviations from w1_0 after every chunk, so
 
-    W_c = w1_0 + sum_{j<=c} (a + b rho^(c-j+1)) U_j
+    W_c = w1_0 + sum_{j<=c} (a gamma^n + b (gamma rho)^n) U_j          n = c - j + 1
     a = (1 - beta)(1 - lam F) / (1 - rho)         b = lam F / (1 - rho)
 
-(derivation in README.md beside this file): a persistent memory plus one decaying by rho at each
-chunk boundary, computed as one block-causal linear attention by
+(derivation in README.md beside this file): a long memory (persistent when gamma = 1) plus one
+decaying by gamma rho at each chunk boundary, computed as one block-causal linear attention by
 :func:`layers.ops.ttt.parallel.fast_weight_linear_attention`.
 """
 
@@ -17,7 +18,8 @@ import torch
 
 from layers.ops.elastic.sequential import check_elastic_args
 from layers.ops.ttt.checks import check_fast_weight_args, compute_dtype
-from layers.ops.ttt.parallel import fast_weight_linear_attention
+from layers.ops.ttt.parallel import Components, fast_weight_linear_attention
+from layers.ops.ttt.retention import check_retention, retention_table
 from layers.ops.ttt.swiglu import sequence_features
 
 
@@ -36,6 +38,17 @@ def elastic_decay(lam, F: torch.Tensor, beta) -> tuple[torch.Tensor, torch.Tenso
     return (1.0 - beta) * (1.0 - lam_f) / one_minus_rho, lam_f / one_minus_rho, rho
 
 
+def elastic_components(lam, F: torch.Tensor, beta, retention: torch.Tensor | None = None) -> Components:
+    """The kernel of elastic TTT for :func:`fast_weight_linear_attention`: ``((a, gamma), (b, gamma rho))``.
+
+    Args:
+        lam, F, beta: as in :func:`elastic_decay`; retention: gamma [H, Dh] or None (= 1).
+    """
+    a, b, rho = elastic_decay(lam, F, beta)
+    gamma = torch.ones_like(rho) if retention is None else retention.to(rho)
+    return (a, gamma), (b, gamma * rho)
+
+
 def elastic_parallel(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -49,6 +62,7 @@ def elastic_parallel(
     F: torch.Tensor,
     beta,
     inclusive: bool = False,
+    retention=None,
 ) -> torch.Tensor:
     """Elastic TTT (static F, frozen kernel, EMA anchor) in parallel form; equals ``elastic_sequential``.
 
@@ -58,6 +72,8 @@ def elastic_parallel(
         chunk_size: tokens per update (>= 1).
         lam: scalar; F: importance [H, Dh]; lam * F must lie in (0, 1]. beta: in [0, 1).
         inclusive: chunk c reads the weights after its own update and consolidation.
+        retention: None (1) or gamma in (0, 1], a scalar or [H, Dh]: after each chunk the fast
+            weight and the anchor move to ``w1_0 + gamma (X - w1_0)``.
 
     Returns:
         o [B, T, H, V] in q's dtype.
@@ -72,13 +88,15 @@ def elastic_parallel(
     op = "elastic_parallel"
     dims = check_fast_weight_args(op, q, k, v, eta, w0, w1, w2, chunk_size)
     check_elastic_args(op, lam, F, beta, dims["H"], dims["Dh"])
+    check_retention(op, retention, dims["H"], dims["Dh"])
     dtype = compute_dtype(q, k, v, eta, w0, w1, w2)
     w0c, w2c = w0.to(dtype), w2.to(dtype)
     phq, phk = sequence_features(q.to(dtype), w0c, w2c), sequence_features(k.to(dtype), w0c, w2c)
     ve = eta.to(dtype).unsqueeze(-1) * v.to(dtype)
     as_scalar = lambda x: torch.as_tensor(x, dtype=dtype, device=q.device)
-    decay = elastic_decay(as_scalar(lam), F.to(dtype), as_scalar(beta))
+    gamma = retention_table(retention, dims["H"], dims["Dh"], phq)
+    components = elastic_components(as_scalar(lam), F.to(dtype), as_scalar(beta), gamma)
     o, _ = fast_weight_linear_attention(
-        phq, phk, ve, w1.to(dtype), chunk_size, inclusive=inclusive, decay=decay
+        phq, phk, ve, w1.to(dtype), chunk_size, inclusive=inclusive, components=components
     )
     return o.to(q.dtype)

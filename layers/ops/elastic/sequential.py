@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from layers.ops.ttt.checks import check_fast_weight_args, chunk_bounds, compute_dtype, head_first
+from layers.ops.ttt.retention import check_retention, retain_tensor, retention_table
 from layers.ops.ttt.swiglu import FastWeights, apply_updates, fast_weight_read, inner_loss_updates
 
 IMPORTANCE_ESTIMATORS = ("static", "abs", "sq", "si")
@@ -114,6 +115,8 @@ def elastic_chunk_step(
     importance_decay: float = 0.9,
     inclusive: bool = False,
     update_hidden: bool = False,
+    retention: torch.Tensor | None = None,
+    origin: FastWeights | None = None,
 ) -> tuple[torch.Tensor, ElasticState]:
     """Read, step and consolidate the fast weights for one chunk (head-first layout).
 
@@ -128,10 +131,15 @@ def elastic_chunk_step(
         importance_decay: EMA decay of the data-dependent importance, in [0, 1).
         inclusive: read after this chunk's update and consolidation (else before).
         update_hidden: also step and consolidate w0 and w2.
+        retention: gamma [H, Dh] or None: after the anchor moves, every updated weight and its
+            anchor move to ``X_0 + gamma (X - X_0)`` (:mod:`layers.ops.ttt.retention`).
+        origin: the initial fast weights X_0 (needed with ``retention``).
 
     Returns:
         (o [B, H, N, V], state after the chunk).
     """
+    if retention is not None and origin is None:
+        raise ValueError("elastic_chunk_step: retention needs the initial fast weights (origin)")
     w = state.weights
     if not inclusive:
         o = fast_weight_read(q, w)
@@ -151,8 +159,14 @@ def elastic_chunk_step(
             peak = new_f[i].amax(dim=(-2, -1), keepdim=True)
             imp = new_f[i] / peak.clamp_min(torch.finfo(peak.dtype).tiny)  # 0 where the EMA is all 0
         consolidated = w_new - lam * imp * (w_new - anchor)
+        new_anchor = _move_anchor(anchor_policy, anchor, consolidated, beta)
+        if retention is not None:
+            gamma = retention[None, :, :, None] if i == 1 else retention[None, :, None, :]
+            w0_i = getattr(origin, f"w{i}")
+            consolidated = retain_tensor(consolidated, w0_i, gamma)
+            new_anchor = retain_tensor(new_anchor, w0_i, gamma)
         new_w[f"w{i}"] = consolidated
-        new_a[i] = _move_anchor(anchor_policy, anchor, consolidated, beta)
+        new_a[i] = new_anchor
     weights = FastWeights(new_w.get("w0", w.w0), new_w["w1"], new_w.get("w2", w.w2))
     state = ElasticState(weights, tuple(new_a), tuple(new_f))
     if inclusive:
@@ -173,11 +187,13 @@ def elastic_sequential(
     F: torch.Tensor,
     beta,
     inclusive: bool = False,
+    retention=None,
 ) -> torch.Tensor:
     """Elastic TTT with static importance, frozen kernel and an EMA anchor: the reference loop.
 
     Per chunk c: ``W' = W + U_c`` (``U_c = phi(K_c)^T (eta_c V_c)``), ``W = W' - lam F (W' - A)``
-    with F per row of w1, ``A = beta A + (1 - beta) W``; A starts at w1.
+    with F per row of w1, ``A = beta A + (1 - beta) W``; A starts at w1. With retention gamma, then
+    ``W = w1_0 + gamma (W - w1_0)`` and ``A = w1_0 + gamma (A - w1_0)``.
 
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H].
@@ -186,6 +202,7 @@ def elastic_sequential(
         lam: scalar consolidation strength; F: importance [H, Dh]; lam * F must lie in (0, 1].
         beta: anchor EMA coefficient in [0, 1).
         inclusive: chunk c reads the weights after its own update and consolidation.
+        retention: None (1) or gamma in (0, 1], a scalar or [H, Dh].
 
     Returns:
         o [B, T, H, V] in q's dtype.
@@ -193,9 +210,12 @@ def elastic_sequential(
     op = "elastic_sequential"
     dims = check_fast_weight_args(op, q, k, v, eta, w0, w1, w2, chunk_size)
     check_elastic_args(op, lam, F, beta, dims["H"], dims["Dh"])
+    check_retention(op, retention, dims["H"], dims["Dh"])
     dtype = compute_dtype(q, k, v, eta, w0, w1, w2)
     qh, kh, vh, etah = (head_first(t, dtype) for t in (q, k, v, eta))
-    state = init_elastic_state(FastWeights(w0.to(dtype), w1.to(dtype), w2.to(dtype)), False, "static")
+    origin = FastWeights(w0.to(dtype), w1.to(dtype), w2.to(dtype))
+    state = init_elastic_state(origin, False, "static")
+    gamma = retention_table(retention, dims["H"], dims["Dh"], origin.w1)
     lam_t = torch.as_tensor(lam, dtype=dtype, device=q.device)
     beta_t = torch.as_tensor(beta, dtype=dtype, device=q.device)
     outs = []
@@ -211,6 +231,8 @@ def elastic_sequential(
             estimator="static",
             F=F.to(dtype),
             inclusive=inclusive,
+            retention=gamma,
+            origin=origin,
         )
         outs.append(o_c)
     return torch.cat(outs, dim=2).transpose(1, 2).to(q.dtype)

@@ -8,12 +8,13 @@ the sequential TTT output is exactly
 
 i.e. linear attention with feature map phi and a block-causal mask, which
 :func:`layers.ops.block_la.chunk_block_la` computes with states at chunk boundaries (never a
-T x T matrix; the state is the fast weight itself, starting at w1_0).
+T x T matrix; the state is the deviation of the fast weight from w1_0).
 
-Momentum ``m_c = mu m_{c-1} + U_c`` only reweights past chunks,
-``W_c = w1_0 + sum_{j<=c} (1 - mu^(c-j+1)) / (1 - mu) U_j``, so it stays parallel: the same
-two-component kernel (a persistent part and a part decaying at chunk boundaries) as elastic TTT,
-both computed by :func:`fast_weight_linear_attention`.
+Momentum ``m_c = mu m_{c-1} + U_c`` and retention ``W - w1_0 <- gamma (W - w1_0)``
+(:mod:`layers.ops.ttt.retention`) only reweight past chunks,
+``W_c = w1_0 + sum_{j<=c} gamma (gamma^n - mu^n) / (gamma - mu) U_j`` with ``n = c - j + 1``, so
+they stay parallel: a kernel of exponentially decaying components per hidden unit, as for elastic
+TTT, all computed by :func:`fast_weight_linear_attention`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ import torch
 
 from layers.ops.block_la import chunk_block_la
 from layers.ops.ttt.checks import check_fast_weight_args, compute_dtype
+from layers.ops.ttt.retention import check_retention, retention_table
 from layers.ops.ttt.sequential import check_optimizer_args
 from layers.ops.ttt.swiglu import sequence_features
 
 LOG_DECAY_FLOOR = -30.0
 """Smallest per-chunk log-decay passed to block_la (rho = 0 becomes exp(-30) ~ 1e-13, and the keys
 of the decaying part are scaled by the true rho, so a state that rho zeroes stays exactly zero)."""
+
+
+Components = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+"""Kernel of a fast weight that is linear in the chunk updates: ``((weight_m, rho_m), ...)``, each
+[H, Dh] (per hidden unit), meaning ``W_c = w1_0 + sum_m sum_{j<=c} weight_m rho_m^(c-j+1) U_j``."""
 
 
 def fast_weight_linear_attention(
@@ -38,49 +45,48 @@ def fast_weight_linear_attention(
     chunk_size: int,
     *,
     inclusive: bool = False,
-    decay: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    components: Components | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Read fast weights that are linear in the chunk updates ``U_j = phk_j^T ve_j``, in parallel.
 
-    ``decay=None``: ``W_c = w1_0 + sum_{j<=c} U_j`` (plain TTT): one block-causal linear attention
-    whose state is W itself (initial state w1_0). ``decay=(a, b, rho)``, each [H, Dh] (per hidden
-    unit = key channel): ``W_c = w1_0 + sum_{j<=c} (a + b rho^(c-j+1)) U_j``, as one block-causal
-    linear attention with the key dim doubled: keys ``[a phk, b rho phk]``, queries
-    ``[phq, phq]``, per-channel log-decay ``[0, log rho]`` at every chunk boundary. The state is then
-    ``[Wp; Wd]`` with ``Wp_c = w1_0 + a sum_{j<=c} U_j`` (persistent) and
-    ``Wd_c = rho (Wd_{c-1} + b U_c)`` (decaying), and ``W = Wp + Wd`` (per-channel factors commute
-    between keys and queries, so they sit on the keys and w1_0 enters as the initial state: no
-    separate ``phq w1_0`` product).
+    ``components=None``: ``W_c = w1_0 + sum_{j<=c} U_j`` (plain TTT). Otherwise
+    ``W_c = w1_0 + sum_m sum_{j<=c} weight_m rho_m^(c-j+1) U_j`` (retention, momentum, elastic
+    consolidation: :func:`ttt_components`, :func:`layers.ops.elastic.elastic_components`), computed
+    as one block-causal linear attention with the key dim repeated per component: keys
+    ``[weight_m rho_m phk]``, queries ``[phq, ..., phq]``, per-channel log-decay ``[log rho_m]`` at
+    every chunk boundary. The state holds the deviation of each component from ``w1_0``,
+    ``D_m,c = rho_m (D_m,c-1 + weight_m U_c)`` stacked as [B, H, M Dh, V]; the read is
+    ``phq w1_0 + sum_m phq D_m`` (per-channel factors commute between keys and queries, so they
+    sit on the keys).
 
     Args:
         phq, phk: kernel features of queries / keys [B, T, H, Dh]; ve: ``eta * v`` [B, T, H, V].
-        w1_0: initial output weight [B, H, Dh, V] (used only when ``initial_state`` is None).
+        w1_0: initial output weight [B, H, Dh, V].
         chunk_size: tokens per update.
         inclusive: chunk c reads W_c (else W_{c-1}).
-        decay: None or (a, b, rho) [H, Dh], rho in [0, 1).
-        initial_state: the state before the first token ([B, H, Dh, V] for decay=None, else
-            [B, H, 2 Dh, V]); None = the state of ``w1_0`` (:func:`initial_fast_state`).
+        components: None or ``((weight, rho), ...)``, each [H, Dh], rho in [0, 1].
+        initial_state: the deviations before the first token [B, H, M Dh, V] (M = number of
+            components, 1 for None); None = zeros (:func:`initial_fast_state`).
         output_final_state: also return the state after the last chunk.
 
     Returns:
         (o [B, T, H, V] in phq's dtype, state or None). The weights after the last chunk are
         :func:`weights_from_state` of the state.
     """
+    num = 1 if components is None else len(components)
     if initial_state is None:
-        initial_state = initial_fast_state(w1_0, decay is not None)
-    if decay is None:
+        initial_state = initial_fast_state(w1_0, num)
+    if components is None:
         q2, k2, g = phq, phk, None
     else:
-        a, b, rho = decay
         B, T, H, Dh = phq.shape
-        log_rho = torch.log(rho).clamp_min(LOG_DECAY_FLOOR)
-        g = torch.cat([torch.zeros_like(log_rho), log_rho], dim=-1).to(phq.dtype)
-        g = g.expand(B, -(-T // chunk_size), H, 2 * Dh)
-        q2 = torch.cat([phq, phq], dim=-1)
-        k2 = torch.cat([phk * a, phk * (b * rho)], dim=-1)
-    return chunk_block_la(
+        keys = [phk * (weight * rho) for weight, rho in components]
+        logs = [torch.log(rho).clamp_min(LOG_DECAY_FLOOR) for _, rho in components]
+        g = torch.cat(logs, dim=-1).to(phq.dtype).expand(B, -(-T // chunk_size), H, num * Dh)
+        q2, k2 = torch.cat([phq] * num, dim=-1), torch.cat(keys, dim=-1)
+    o, state = chunk_block_la(
         q2,
         k2,
         ve,
@@ -90,26 +96,46 @@ def fast_weight_linear_attention(
         initial_state=initial_state,
         output_final_state=output_final_state,
     )
+    return o + torch.einsum("bthd,bhdv->bthv", phq, w1_0.to(phq.dtype)), state
 
 
-def initial_fast_state(w1_0: torch.Tensor, two_component: bool) -> torch.Tensor:
-    """The state of :func:`fast_weight_linear_attention` for the weight ``w1_0`` [..., Dh, V]:
-    ``w1_0`` itself, or ``[w1_0; 0]`` [..., 2 Dh, V] for the two-component (decay) form."""
-    return torch.cat([w1_0, torch.zeros_like(w1_0)], dim=-2) if two_component else w1_0
+def initial_fast_state(w1_0: torch.Tensor, num_components: int = 1) -> torch.Tensor:
+    """The state of :func:`fast_weight_linear_attention` before any update: zero deviations
+    [..., M Dh, V] for ``w1_0`` [..., Dh, V]."""
+    *batch, Dh, V = w1_0.shape
+    return w1_0.new_zeros(*batch, num_components * Dh, V)
 
 
-def weights_from_state(state: torch.Tensor, two_component: bool) -> torch.Tensor:
-    """The fast weight [B, H, Dh, V] from a state: itself, or ``Wp + Wd`` for the two-component form."""
-    if not two_component:
-        return state
-    Dh = state.shape[-2] // 2
-    return state[..., :Dh, :] + state[..., Dh:, :]
+def weights_from_state(state: torch.Tensor, w1_0: torch.Tensor) -> torch.Tensor:
+    """The fast weight [B, H, Dh, V]: ``w1_0`` plus the deviation of every component in ``state``."""
+    Dh = w1_0.shape[-2]
+    return w1_0 + state.unflatten(-2, (state.shape[-2] // Dh, Dh)).sum(dim=-3)
 
 
-def momentum_decay(momentum: float, num_heads: int, hidden: int, like: torch.Tensor):
-    """(a, b, rho) [H, Dh] of heavy-ball momentum: ``(1 - mu^n) / (1 - mu) = a + b mu^n``."""
-    full = lambda value: torch.full((num_heads, hidden), value, dtype=like.dtype, device=like.device)
-    return full(1.0 / (1.0 - momentum)), full(-1.0 / (1.0 - momentum)), full(momentum)
+def ttt_components(
+    retention: torch.Tensor | None, momentum: float, num_heads: int, hidden: int, like: torch.Tensor
+) -> Components | None:
+    """The kernel of TTT with retention gamma [H, Dh] (None = 1) and heavy-ball momentum mu.
+
+    With ``m_c = mu m_{c-1} + U_c`` and ``W_c - w1_0 = gamma (W_{c-1} - w1_0 + m_c)``, an update
+    ``U_j`` weighs ``sum_{s<n} gamma^(n-s) mu^s = gamma (gamma^n - mu^n) / (gamma - mu)`` after
+    ``n = c - j + 1`` chunks: components ``(gamma / (gamma - mu), gamma)`` and
+    ``(-gamma / (gamma - mu), mu)`` (mu < gamma). None when both are off (plain sum).
+    """
+    if momentum == 0.0 and retention is None:
+        return None
+    gamma = torch.ones(num_heads, hidden, dtype=like.dtype, device=like.device)
+    if retention is not None:
+        gamma = retention.to(like)
+    if momentum == 0.0:
+        return ((torch.ones_like(gamma), gamma),)
+    if not bool((gamma.detach() > momentum).all()):
+        raise ValueError(
+            f"parallel TTT: momentum ({momentum}) must be below every retention value "
+            f"(min {gamma.min().item():.4g}); the two decays would coincide"
+        )
+    weight = gamma / (gamma - momentum)
+    return ((weight, gamma), (-weight, torch.full_like(gamma, momentum)))
 
 
 def ttt_parallel(
@@ -123,16 +149,18 @@ def ttt_parallel(
     chunk_size: int,
     inclusive: bool = False,
     momentum: float = 0.0,
+    retention=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TTT with a frozen SwiGLU kernel in parallel form; equals ``ttt_sequential`` with
-    ``update_hidden=False, weight_norm=False, muon_steps=0`` (and the same momentum).
+    ``update_hidden=False, weight_norm=False, muon_steps=0`` (and the same momentum and retention).
 
     Args:
         q, k: [B, T, H, K]; v: [B, T, H, V]; eta: [B, T, H].
         w0, w2: frozen kernel [B, H, K, Dh]; w1: initial output weight [B, H, Dh, V].
         chunk_size: tokens per update (>= 1; T need not be a multiple).
         inclusive: chunk c reads the weights after its own update.
-        momentum: heavy-ball coefficient in [0, 1).
+        momentum: heavy-ball coefficient in [0, 1) (below every retention value).
+        retention: None (1) or gamma in (0, 1], a scalar or [H, Dh] (:mod:`layers.ops.ttt.retention`).
 
     Returns:
         (o [B, T, H, V] in q's dtype, w1 after the last chunk [B, H, Dh, V] in the compute dtype).
@@ -147,12 +175,14 @@ def ttt_parallel(
     op = "ttt_parallel"
     dims = check_fast_weight_args(op, q, k, v, eta, w0, w1, w2, chunk_size)
     check_optimizer_args(op, 0, momentum)
+    check_retention(op, retention, dims["H"], dims["Dh"])
     dtype = compute_dtype(q, k, v, eta, w0, w1, w2)
-    w0c, w2c = w0.to(dtype), w2.to(dtype)
+    w0c, w1c, w2c = w0.to(dtype), w1.to(dtype), w2.to(dtype)
     phq, phk = sequence_features(q.to(dtype), w0c, w2c), sequence_features(k.to(dtype), w0c, w2c)
     ve = eta.to(dtype).unsqueeze(-1) * v.to(dtype)
-    decay = None if momentum == 0.0 else momentum_decay(momentum, dims["H"], dims["Dh"], phq)
+    gamma = retention_table(retention, dims["H"], dims["Dh"], phq)
+    components = ttt_components(gamma, momentum, dims["H"], dims["Dh"], phq)
     o, state = fast_weight_linear_attention(
-        phq, phk, ve, w1.to(dtype), chunk_size, inclusive=inclusive, decay=decay, output_final_state=True
+        phq, phk, ve, w1c, chunk_size, inclusive=inclusive, components=components, output_final_state=True
     )
-    return o.to(q.dtype), weights_from_state(state, decay is not None)
+    return o.to(q.dtype), weights_from_state(state, w1c)

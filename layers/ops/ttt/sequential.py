@@ -18,6 +18,7 @@ from layers.ops.ttt.swiglu import (
     fast_weight_read,
     inner_loss_updates,
 )
+from layers.ops.ttt.retention import check_retention, retain, retention_table
 
 
 def check_optimizer_args(op: str, muon_steps: int, momentum: float) -> None:
@@ -40,6 +41,8 @@ def ttt_chunk_step(
     muon_steps: int = 0,
     momentum: float = 0.0,
     norm_targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    retention: torch.Tensor | None = None,
+    origin: FastWeights | None = None,
 ) -> tuple[torch.Tensor, FastWeights]:
     """Read and update the fast weights for one chunk (head-first layout, compute dtype).
 
@@ -51,6 +54,9 @@ def ttt_chunk_step(
         muon_steps, momentum: see :func:`layers.ops.ttt.swiglu.apply_updates`.
         norm_targets: column norms (w0, w1, w2) to renormalise to after the step (weight norm),
             or None.
+        retention: gamma [H, Dh] or None: after the step (and weight norm), every updated weight
+            moves to ``origin + gamma (W - origin)`` (:mod:`layers.ops.ttt.retention`).
+        origin: the initial fast weights (needed with ``retention``).
 
     Returns:
         (o [B, H, N, V], fast weights after the chunk).
@@ -61,6 +67,10 @@ def ttt_chunk_step(
     weights = apply_updates(
         weights, updates, momentum=momentum, muon_steps=muon_steps, norm_targets=norm_targets
     )
+    if retention is not None:
+        if origin is None:
+            raise ValueError("ttt_chunk_step: retention needs the initial fast weights (origin)")
+        weights = retain(weights, origin, retention, update_hidden)
     if inclusive:
         o = fast_weight_read(q, weights)
     return o, weights
@@ -80,6 +90,7 @@ def ttt_sequential(
     weight_norm: bool = False,
     muon_steps: int = 0,
     momentum: float = 0.0,
+    retention=None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """TTT with a SwiGLU fast weight, one gradient step of the LaCT inner loss per chunk.
 
@@ -94,6 +105,8 @@ def ttt_sequential(
             norm (LaCT).
         muon_steps: Newton-Schulz iterations applied to each step (0 = plain gradient step).
         momentum: heavy-ball coefficient in [0, 1) on the steps (0 = none).
+        retention: None (1) or gamma in (0, 1], a scalar or [H, Dh]: after each step every updated
+            weight moves to ``W_0 + gamma (W - W_0)``, toward its initial value.
 
     Returns:
         (o [B, T, H, V] in q's dtype, (w0, w1, w2) after the last chunk, in the compute dtype:
@@ -112,9 +125,11 @@ def ttt_sequential(
     op = "ttt_sequential"
     dims = check_fast_weight_args(op, q, k, v, eta, w0, w1, w2, chunk_size)
     check_optimizer_args(op, muon_steps, momentum)
+    check_retention(op, retention, dims["H"], dims["Dh"])
     dtype = compute_dtype(q, k, v, eta, w0, w1, w2)
     qh, kh, vh, etah = (head_first(t, dtype) for t in (q, k, v, eta))
     weights = FastWeights(w0.to(dtype), w1.to(dtype), w2.to(dtype))
+    origin, gamma = weights, retention_table(retention, dims["H"], dims["Dh"], weights.w1)
     targets = None
     if weight_norm:
         targets = tuple(column_norms(w) for w in (weights.w0, weights.w1, weights.w2))
@@ -131,6 +146,8 @@ def ttt_sequential(
             muon_steps=muon_steps,
             momentum=momentum,
             norm_targets=targets,
+            retention=gamma,
+            origin=origin,
         )
         outs.append(o_c)
     o = torch.cat(outs, dim=2).transpose(1, 2).to(q.dtype)
