@@ -40,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="cap every sequence (smoke runs)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument("--list", action="store_true", help="list the built-in protocols and exit")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="REPORT_JSON",
+        default=None,
+        help="merge report.json files of one protocol (e.g. models evaluated in parallel) into --out; "
+        "evaluates nothing",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -99,6 +107,8 @@ def _list_protocols() -> int:
 def main(args: argparse.Namespace) -> int:
     if args.list:
         return _list_protocols()
+    if args.merge:
+        return _merge(args)
     from tqdm import tqdm
 
     from recon.checkpoint import load_model
@@ -153,10 +163,37 @@ def main(args: argparse.Namespace) -> int:
         "max_frames": args.max_frames,
         "device": str(device),
     }
-    paths = write_report(out, protocol, runs, settings)
+    return _print_report(write_report(out, protocol, runs, settings), out)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    import json
+
+    from recon.errors import InputError
+    from recon.eval.report import merge_reports, write_report_dict
+
+    reports = []
+    for path in args.merge:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"--merge: {path} not found (expected a report.json written by recon eval)")
+        try:
+            reports.append((path, json.loads(p.read_text())))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"--merge: {path} is not valid JSON ({e}); expected a report.json") from None
+    try:
+        report = merge_reports(reports)
+    except ValueError as e:
+        raise InputError(f"--merge: {e}") from None
+    out = Path(args.out)
+    return _print_report(write_report_dict(out, report), out)
+
+
+def _print_report(paths: dict, out: Path) -> int:
     markdown = paths["markdown"].read_text()
     table = markdown.split("## Error vs sequence length", 1)[1].split("## Per sequence", 1)[0]
     print(table.strip())
+    trajectories = f"; trajectories in {out / 'trajectories'}" if (out / "trajectories").is_dir() else ""
     print(f"\nreport: {paths['markdown']} ({paths['json'].name}, {paths['length_plot'].name}, "
-          f"{paths['curve_plot'].name}); trajectories in {out / 'trajectories'}")
+          f"{paths['curve_plot'].name}){trajectories}")
     return 0

@@ -167,6 +167,9 @@ def markdown_report(report: dict) -> str:
     settings = report.get("settings", {})
     if settings.get("command"):
         lines += ["Command:", "", "```bash", settings["command"], "```", ""]
+    merged = [m["settings"]["command"] for m in settings.get("merged_from", []) if m["settings"].get("command")]
+    if merged:
+        lines += ["Merged from the reports of:", "", "```bash", *merged, "```", ""]
     lines += [
         f"Created {report['created_utc']}. Pose alignment: {proto['pose']['align']} on each prefix; drift "
         f"curves align on the first {proto['pose']['drift_align_frames']} frames.",
@@ -288,11 +291,59 @@ def write_report(
     The plots and the Markdown come first and report.json last (each written atomically), so a
     report.json on disk always belongs to a finished evaluation.
     """
+    return write_report_dict(out_dir, build_report(protocol, runs, settings))
+
+
+def write_report_dict(out_dir: str | Path, report: dict) -> dict[str, Path]:
+    """Write a report dict (:func:`build_report`, :func:`merge_reports`) as :func:`write_report` does."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(protocol, runs, settings)
     length_png, curve_png = plot_report(report, out_dir)
     _atomic_text(out_dir / MARKDOWN_NAME, markdown_report(report))
     _atomic_text(out_dir / JSON_NAME, json.dumps(report, indent=1, allow_nan=False))
     return {"json": out_dir / JSON_NAME, "markdown": out_dir / MARKDOWN_NAME, "length_plot": length_png,
             "curve_plot": curve_png}
+
+
+def merge_reports(reports: list[tuple[str, dict]]) -> dict:
+    """One report from several ``report.json`` dicts of the same protocol (e.g. models evaluated in
+    parallel processes or on different machines).
+
+    Args:
+        reports: (source path, report dict) pairs, in the order the models should appear.
+
+    Returns:
+        a report dict whose ``models`` are all the inputs' models and whose ``settings`` keep each
+        input's settings under ``merged_from``.
+
+    Raises:
+        ValueError: not a report of this format, protocols that differ, or a model name that
+            appears twice; the message names the file.
+    """
+    if not reports:
+        raise ValueError("merge: expected at least one report.json")
+    first_path, first = reports[0]
+    models, names, sources = [], set(), []
+    for path, report in reports:
+        if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+            found = report.get("format") if isinstance(report, dict) else type(report).__name__
+            raise ValueError(f"{path}: expected a {REPORT_FORMAT} report.json, found format {found!r}")
+        if report.get("protocol") != first.get("protocol"):
+            raise ValueError(
+                f"{path}: protocol {report.get('protocol', {}).get('name')!r} differs from the one in "
+                f"{first_path} ({first.get('protocol', {}).get('name')!r}, or the same name with other settings)"
+            )
+        for model in report.get("models", []):
+            if model["name"] in names:
+                raise ValueError(f"{path}: model name {model['name']!r} appears in more than one report")
+            names.add(model["name"])
+            models.append(model)
+        sources.append({"report": str(path), "settings": report.get("settings", {})})
+    return {
+        "format": REPORT_FORMAT,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "protocol": first["protocol"],
+        "settings": {"merged_from": sources},
+        "columns": first.get("columns", {key: header for key, header, _, _ in COLUMNS}),
+        "models": models,
+    }

@@ -78,6 +78,40 @@ def test_eval_two_checkpoints_end_to_end(tmp_path, checkpoints, capsys):
     assert est.num_poses == 12 and np.allclose(est.timestamps, np.arange(12) / config.fps)
 
 
+def test_merge_of_separate_runs_equals_one_joint_run(tmp_path, checkpoints, capsys):
+    """Each model evaluated alone, then --merge: the same per-model results as one joint evaluation."""
+    base = ["synthetic_drift_quick", "--max-frames", "6", "--quiet"]
+    joint, parts = tmp_path / "joint", []
+    args = ["eval", *base, "--out", str(joint)]
+    for name, path in checkpoints.items():
+        args += ["--checkpoint", str(path), "--name", name]
+        part = tmp_path / name
+        assert main(["eval", *base, "--out", str(part), "--checkpoint", str(path), "--name", name]) == 0
+        parts.append(str(part / "report.json"))
+    assert main(args) == 0
+    merged = tmp_path / "merged"
+    capsys.readouterr()
+    assert main(["eval", "--merge", *parts, "--out", str(merged)]) == 0
+    assert "| causal_attention | full (6) |" in capsys.readouterr().out
+    a, b = (json.loads((d / "report.json").read_text()) for d in (joint, merged))
+    assert [m["name"] for m in b["models"]] == list(checkpoints)
+    for ma, mb in zip(a["models"], b["models"], strict=True):
+        assert ma["summary"] == mb["summary"]
+        for sa, sb in zip(ma["sequences"], mb["sequences"], strict=True):
+            assert sa["prefixes"] == sb["prefixes"] and sa["curves"] == sb["curves"]
+    assert [m["report"] for m in b["settings"]["merged_from"]] == parts
+    assert "Merged from the reports of:" in (merged / "report.md").read_text()
+
+    # mistakes: a missing file, a file that is not a report, the same model twice
+    (tmp_path / "bad.json").write_text("{\"format\": \"other\"}")
+    for extra, message in (([str(tmp_path / "nope.json")], "nope.json not found"),
+                           ([str(tmp_path / "bad.json")], "expected a streamrecon-eval-report/1"),
+                           ([parts[0]], "appears in more than one report")):
+        assert main(["eval", "--merge", parts[0], *extra, "--out", str(tmp_path / "m2")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("name", builtin_protocols())
 def test_builtin_protocols_load(name):
     p = load_protocol(name)
