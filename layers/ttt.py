@@ -110,7 +110,9 @@ class LearnedRetention(nn.Module):
         try:
             lo, hi = (float(f) for f in frames)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: retention_frames must be [shortest, longest] or null, got {frames!r}")
+            raise ValueError(
+                f"{name}: retention_frames must be [shortest, longest] or null, got {frames!r}"
+            ) from None
         if not 1.0 < lo <= hi:
             raise ValueError(f"{name}: retention_frames must satisfy 1 < shortest <= longest, got {frames!r}")
         if not 1.0 - 1.0 / lo > floor:

@@ -167,7 +167,8 @@ def markdown_report(report: dict) -> str:
     settings = report.get("settings", {})
     if settings.get("command"):
         lines += ["Command:", "", "```bash", settings["command"], "```", ""]
-    merged = [m["settings"]["command"] for m in settings.get("merged_from", []) if m["settings"].get("command")]
+    merged = [m["settings"].get("command") for m in settings.get("merged_from", [])]
+    merged = [c for c in merged if c]
     if merged:
         lines += ["Merged from the reports of:", "", "```bash", *merged, "```", ""]
     lines += [
@@ -331,7 +332,7 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
         if report.get("protocol") != first.get("protocol"):
             raise ValueError(
                 f"{path}: protocol {report.get('protocol', {}).get('name')!r} differs from the one in "
-                f"{first_path} ({first.get('protocol', {}).get('name')!r}, or the same name with other settings)"
+                f"{first_path} ({first.get('protocol', {}).get('name')!r}, or same name, other settings)"
             )
         for model in report.get("models", []):
             if model["name"] in names:

@@ -59,7 +59,7 @@ def test_decay_coefficients_match_eigendecomposition(lam_f, beta):
 
 @pytest.mark.parametrize("lam_f, beta, gamma", [(0.2, 0.9, 0.99), (0.9, 0.5, 0.8), (1.0, 0.3, 0.5)])
 def test_retention_scales_both_eigenvalues(lam_f, beta, gamma):
-    """numpy: with retention the map on deviations is gamma M; its first entry is a gamma^n + b (gamma rho)^n."""
+    """numpy: with retention the map on deviations is gamma M, first entry a gamma^n + b (gamma rho)^n."""
     M = gamma * np.array([[1 - lam_f, lam_f], [(1 - beta) * (1 - lam_f), beta + (1 - beta) * lam_f]])
     as64 = lambda x: torch.tensor(x, dtype=F64)
     (a, g1), (b, g2) = elastic_components(as64(lam_f), torch.ones(1, dtype=F64), as64(beta), as64(gamma))

@@ -208,23 +208,23 @@ def test_learned_retention_starts_at_log_spaced_horizons():
     expected = torch.logspace(math.log10(8), math.log10(512), layer.io.hidden, dtype=torch.float64)
     assert horizons.shape == (H, layer.io.hidden)
     assert_rel_close(expected.expand(H, -1), horizons, 1e-4, "initial horizons")
-    assert TTTMemory(C, H).retention is None and TTTMemory(C, H, form="parallel", **PLAIN).retention is not None
+    assert TTTMemory(C, H).retention is None  # faithful LaCT: weight norm bounds it
+    assert TTTMemory(C, H, form="parallel", **PLAIN).retention is not None
 
 
-@pytest.mark.parametrize("cls, options", [(ElasticMemory, {}), (ElasticMemory, dict(mode="fsm")),
-                                          (TTTMemory, dict(PLAIN, form="parallel"))],
-                         ids=["elastic-reduced", "elastic-fsm", "ttt-parallel"])
+@pytest.mark.parametrize(
+    "cls, options",
+    [(ElasticMemory, {}), (ElasticMemory, dict(mode="fsm")), (TTTMemory, dict(PLAIN, form="parallel"))],
+    ids=["elastic-reduced", "elastic-fsm", "ttt-parallel"],
+)
 def test_retention_keeps_the_state_bounded_where_the_original_grows(cls, options):
     """The same frame streamed 400 times: with retention (horizons 2-16 frames) the fast weight
     saturates; without it, it keeps growing (the persistent sum of updates)."""
-    torch.manual_seed(3)
-    x = torch.randn(1, 1, 8, C)
+    x = torch.randn(1, 1, 8, C, generator=torch.Generator().manual_seed(3))
     growth = {}
     for frames in ((2, 16), None):
+        torch.manual_seed(3)  # the same projections and slow weights in both layers
         layer = cls(C, H, base_lr=0.05, retention_frames=frames, **options)
-        if frames is None:
-            layer.load_state_dict(kept.state_dict(), strict=False)
-        kept = layer
         cache, norms = layer.init_cache(1), []
         with torch.no_grad():
             for _ in range(400):

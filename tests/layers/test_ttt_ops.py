@@ -173,7 +173,8 @@ def test_retention_closed_form_after_each_chunk():
     q, k, v, eta, w0, w1, w2 = make_inputs(1, 12, 2, 8, 10, 6)
     gamma = random_retention(2, 10)
     phk = sequence_features(k, w0, w2)
-    U = torch.einsum("bthd,bthv->bhdv", *(x.unflatten(1, (3, 4)).flatten(0, 1) for x in (phk, eta[..., None] * v)))
+    chunks = (x.unflatten(1, (3, 4)).flatten(0, 1) for x in (phk, eta[..., None] * v))
+    U = torch.einsum("bthd,bthv->bhdv", *chunks)  # [3 chunks, H, Dh, V]
     expected = w1.clone()
     for j in range(3):  # three chunks of 4
         expected = w1 + gamma[None, :, :, None] * (expected - w1 + U[j : j + 1])

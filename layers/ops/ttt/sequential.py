@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from layers.ops.ttt.checks import check_fast_weight_args, chunk_bounds, compute_dtype, head_first
+from layers.ops.ttt.retention import check_retention, retain, retention_table
 from layers.ops.ttt.swiglu import (
     FastWeights,
     apply_updates,
@@ -18,7 +19,6 @@ from layers.ops.ttt.swiglu import (
     fast_weight_read,
     inner_loss_updates,
 )
-from layers.ops.ttt.retention import check_retention, retain, retention_table
 
 
 def check_optimizer_args(op: str, muon_steps: int, momentum: float) -> None:
