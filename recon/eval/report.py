@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +26,7 @@ import numpy as np
 
 from recon.eval.drift import SequenceEvaluation
 from recon.eval.protocols import FULL, Protocol
+from recon.files import atomic_write
 
 REPORT_FORMAT = "streamrecon-eval-report/1"
 JSON_NAME, MARKDOWN_NAME = "report.json", "report.md"
@@ -278,10 +277,7 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_report(
