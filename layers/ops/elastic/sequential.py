@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from layers.ops.ttt.checks import check_fast_weight_args, chunk_bounds, compute_dtype, head_first
-from layers.ops.ttt.retention import check_retention, retain_tensor, retention_table
+from layers.ops.ttt.retention import check_retention, per_hidden_unit, retain_tensor, retention_table
 from layers.ops.ttt.swiglu import FastWeights, apply_updates, fast_weight_read, inner_loss_updates
 
 IMPORTANCE_ESTIMATORS = ("static", "abs", "sq", "si")
@@ -151,8 +151,7 @@ def elastic_chunk_step(
             continue
         w_new, anchor = getattr(stepped, f"w{i}"), state.anchors[i]
         if estimator == "static":
-            # F is per hidden unit: the rows of w1 [Dh, V], the columns of w0 / w2 [K, Dh].
-            imp = F[None, :, :, None] if i == 1 else F[None, :, None, :]
+            imp = per_hidden_unit(F, i)
         else:
             signal = _importance_signal(estimator, update, w_new, anchor)
             new_f[i] = importance_decay * state.importance[i] + (1.0 - importance_decay) * signal
@@ -161,10 +160,9 @@ def elastic_chunk_step(
         consolidated = w_new - lam * imp * (w_new - anchor)
         new_anchor = _move_anchor(anchor_policy, anchor, consolidated, beta)
         if retention is not None:
-            gamma = retention[None, :, :, None] if i == 1 else retention[None, :, None, :]
-            w0_i = getattr(origin, f"w{i}")
-            consolidated = retain_tensor(consolidated, w0_i, gamma)
-            new_anchor = retain_tensor(new_anchor, w0_i, gamma)
+            gamma, x0 = per_hidden_unit(retention, i), getattr(origin, f"w{i}")
+            consolidated = retain_tensor(consolidated, x0, gamma)
+            new_anchor = retain_tensor(new_anchor, x0, gamma)
         new_w[f"w{i}"] = consolidated
         new_a[i] = new_anchor
     weights = FastWeights(new_w.get("w0", w.w0), new_w["w1"], new_w.get("w2", w.w2))

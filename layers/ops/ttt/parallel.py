@@ -120,7 +120,8 @@ def ttt_components(
     With ``m_c = mu m_{c-1} + U_c`` and ``W_c - w1_0 = gamma (W_{c-1} - w1_0 + m_c)``, an update
     ``U_j`` weighs ``sum_{s<n} gamma^(n-s) mu^s = gamma (gamma^n - mu^n) / (gamma - mu)`` after
     ``n = c - j + 1`` chunks: components ``(gamma / (gamma - mu), gamma)`` and
-    ``(-gamma / (gamma - mu), mu)`` (mu < gamma). None when both are off (plain sum).
+    ``(-gamma / (gamma - mu), mu)``; requires mu < gamma, checked by :func:`ttt_parallel` (the
+    layers parametrise gamma above mu, so the per-frame path does no check). None when both are off.
     """
     if momentum == 0.0 and retention is None:
         return None
@@ -129,11 +130,6 @@ def ttt_components(
         gamma = retention.to(like)
     if momentum == 0.0:
         return ((torch.ones_like(gamma), gamma),)
-    if not bool((gamma.detach() > momentum).all()):
-        raise ValueError(
-            f"parallel TTT: momentum ({momentum}) must be below every retention value "
-            f"(min {gamma.min().item():.4g}); the two decays would coincide"
-        )
     weight = gamma / (gamma - momentum)
     return ((weight, gamma), (-weight, torch.full_like(gamma, momentum)))
 
@@ -181,6 +177,11 @@ def ttt_parallel(
     phq, phk = sequence_features(q.to(dtype), w0c, w2c), sequence_features(k.to(dtype), w0c, w2c)
     ve = eta.to(dtype).unsqueeze(-1) * v.to(dtype)
     gamma = retention_table(retention, dims["H"], dims["Dh"], phq)
+    if momentum > 0.0 and gamma is not None and not bool((gamma.detach() > momentum).all()):
+        raise ValueError(
+            f"{op}: momentum ({momentum}) must be below every retention value "
+            f"(min {gamma.min().item():.4g}); the two decays would coincide"
+        )
     components = ttt_components(gamma, momentum, dims["H"], dims["Dh"], phq)
     o, state = fast_weight_linear_attention(
         phq, phk, ve, w1c, chunk_size, inclusive=inclusive, components=components, output_final_state=True

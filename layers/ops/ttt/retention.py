@@ -61,12 +61,18 @@ def retain(
     """
     if retention is None:
         return weights
-    w1 = retain_tensor(weights.w1, origin.w1, retention[None, :, :, None])
-    if not update_hidden:
-        return replace(weights, w1=w1)
-    gamma = retention[None, :, None, :]
-    w0, w2 = (retain_tensor(getattr(weights, n), getattr(origin, n), gamma) for n in ("w0", "w2"))
-    return replace(weights, w0=w0, w1=w1, w2=w2)
+    new = {}
+    for i in (0, 1, 2) if update_hidden else (1,):
+        name = f"w{i}"
+        gamma = per_hidden_unit(retention, i)
+        new[name] = retain_tensor(getattr(weights, name), getattr(origin, name), gamma)
+    return replace(weights, **new)
+
+
+def per_hidden_unit(table: torch.Tensor, weight_index: int) -> torch.Tensor:
+    """An [H, Dh] table (retention, importance) broadcast against fast weight ``w{weight_index}``:
+    the rows of w1 [B, H, Dh, V], the columns of w0 / w2 [B, H, K, Dh]."""
+    return table[None, :, :, None] if weight_index == 1 else table[None, :, None, :]
 
 
 def retain_tensor(x: torch.Tensor, x0: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
