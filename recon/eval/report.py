@@ -141,14 +141,19 @@ def build_report(protocol: Protocol, runs: list[ModelRun], settings: dict | None
             "drift": drift_summary(run),
             "sequences": [s.to_dict() for s in run.sequences],
         })
-    return _json_safe({
+    return _json_safe(_envelope(protocol.to_dict(), settings or {}, models))
+
+
+def _envelope(protocol: dict, settings: dict, models: list[dict]) -> dict:
+    """The report dict around its model entries."""
+    return {
         "format": REPORT_FORMAT,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "protocol": protocol.to_dict(),
-        "settings": settings or {},
+        "protocol": protocol,
+        "settings": settings,
         "columns": {key: header for key, header, _, _ in COLUMNS},
         "models": models,
-    })
+    }
 
 
 def _fmt(value, spec: str) -> str:
@@ -336,11 +341,4 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
             names.add(model["name"])
             models.append(model)
         sources.append({"report": str(path), "settings": report.get("settings", {})})
-    return {
-        "format": REPORT_FORMAT,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "protocol": first["protocol"],
-        "settings": {"merged_from": sources},
-        "columns": first.get("columns", {key: header for key, header, _, _ in COLUMNS}),
-        "models": models,
-    }
+    return _envelope(first["protocol"], {"merged_from": sources}, models)
