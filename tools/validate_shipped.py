@@ -8,7 +8,7 @@ For each held-out sequence (synthetic seeds never used in training; 96x128, one 
   of the metric, this is the per-frame median of the ground truth); it predicts no motion, so its
   ATE is that of a static camera: after the best Sim(3) alignment a trajectory collapsed to one
   point sits at the centroid of the true camera centres, giving ATE = RMS distance of the true
-  centres from their centroid (closed form).
+  centres from their centroid (closed form, ``recon.eval.pose_metrics.static_camera_ate``).
 
 Metrics (recon.eval): depth AbsRel and delta < 1.25 with per-frame median scaling, ATE RMSE (metres)
 after Sim(3) Umeyama alignment; the means over sequences are reported.
@@ -29,7 +29,7 @@ import torch
 
 from data.synth import SynthConfig, synthetic_sequence
 from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
-from recon.eval import depth_metrics, pose_metrics
+from recon.eval import depth_metrics, pose_metrics, static_camera_ate
 from recon.model import build_model
 
 METHODS = ("trained", "untrained", "constant depth")
@@ -49,12 +49,6 @@ def load_clip(seed: int, num_frames: int, height: int, width: int, num_dynamic: 
     }
 
 
-def static_camera_ate(gt_cam2world: torch.Tensor) -> float:
-    """ATE RMSE of a trajectory that never moves, after its best Sim(3) alignment (see module doc)."""
-    centres = gt_cam2world[:, :3, 3].double()
-    return float((centres - centres.mean(0)).norm(dim=-1).pow(2).mean().sqrt())
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, clip: dict) -> dict:
     out = model(clip["video"][None])
@@ -65,7 +59,8 @@ def evaluate(model: torch.nn.Module, clip: dict) -> dict:
 
 def evaluate_constant(clip: dict) -> dict:
     d = depth_metrics(torch.ones_like(clip["depth"]), clip["depth"], align="median")
-    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": static_camera_ate(clip["cam2world"])}
+    ate = static_camera_ate(clip["cam2world"].double(), "sim3")
+    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": ate}
 
 
 def markdown(summary: dict, args: argparse.Namespace) -> str:

@@ -4,7 +4,8 @@
    in the TUM RGB-D layout with video.mp4 to OUT/data/, reused on later runs).
 2. Streams it through the shipped checkpoint (``recon run`` with all its outputs) and saves a Rerun
    recording OUT/demo.rrd.
-3. Prints ATE (Sim(3)) and depth AbsRel / delta<1.25 against the ground truth.
+3. Prints ATE (Sim(3)) beside the static-camera and constant-velocity baselines and the Sim(3)
+   scale, and depth AbsRel / delta<1.25, against the ground truth.
 """
 
 from __future__ import annotations

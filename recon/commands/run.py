@@ -1,7 +1,10 @@
 """`recon run SOURCE`: streaming reconstruction of a video file, image folder, dataset or webcam.
 
 Writes OUT/trajectory.txt (TUM), intrinsics.txt, map.ply, optional depth/ and conf/, summary.json,
-and optionally a Rerun recording / live viewer. Ctrl-C or SIGTERM stop at the next frame boundary,
+and optionally a Rerun recording / live viewer. With ground truth in the source, summary.json's
+``accuracy`` holds depth and pose errors; the pose entry puts the model's ATE beside the
+static-camera and constant-velocity baselines and the Sim(3) scale
+(``recon.infer.scoring.GroundTruthScorer.result``). Ctrl-C or SIGTERM stop at the next frame boundary,
 leaving valid files for every finished frame (summary.json then says "interrupted").
 """
 
@@ -167,11 +170,7 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
     )
     acc = summary.get("accuracy", {})
     if "pose" in acc:
-        p = acc["pose"]
-        print(
-            f"pose vs ground truth: ATE {p['ate_rmse']:.4f} m (Sim(3)), RPE {p['rpe_trans_rmse']:.4f} m / "
-            f"{p['rpe_rot_rmse_deg']:.2f} deg over {p['frames']} frames"
-        )
+        print(pose_line(acc["pose"]))
     if "depth" in acc:
         d = acc["depth"]
         print(
@@ -179,6 +178,25 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
             "(per-frame median scale)"
         )
     print(f"outputs in {out_dir}: " + json.dumps(sorted(p.name for p in Path(out_dir).iterdir())))
+
+
+def pose_line(p: dict) -> str:
+    """The pose accuracy of a run summary (``summary["accuracy"]["pose"]``) as one printed line."""
+    if "error" in p:
+        model = f"ATE not computed ({p['error']})"
+    else:
+        model = (f"ATE {p['ate_rmse']:.4f} m (Sim(3)), RPE {p['rpe_trans_rmse']:.4f} m / "
+                 f"{p['rpe_rot_rmse_deg']:.2f} deg over {p['frames']} frames")
+    parts = []
+    if p.get("static_ate_rmse") is not None:
+        parts.append(f"static camera {p['static_ate_rmse']:.4f} m")
+    if p.get("constant_velocity_ate_rmse") is not None:
+        parts.append(f"constant velocity {p['constant_velocity_ate_rmse']:.4f} m")
+    if p.get("ate_vs_static") is not None:
+        parts.append(f"ATE / static {p['ate_vs_static']:.3f}")
+    if p.get("sim3_scale") is not None:
+        parts.append(f"Sim(3) scale {p['sim3_scale']:.4g}")
+    return f"pose vs ground truth: {model}" + (f"; {', '.join(parts)}" if parts else "")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,8 +6,10 @@ pass keeps per-frame records (``recon.infer.scoring.GroundTruthScorer``: a pose,
 errors, a fixed-size pixel sample) and afterwards:
 
 - prefix metrics for every protocol length L: ATE / RPE (``pose_metrics``, Sim(3) fitted on the
-  prefix), depth AbsRel / delta<1.25 (per-frame median scale over all pixels; sequence-level
-  scale or scale-and-shift fitted on the prefix over the pixel sample), optional point-cloud
+  prefix) beside the static-camera and constant-velocity baselines of the same prefix
+  (``pose_baselines``, same alignment) and the ratio ``ate_vs_static``; depth AbsRel /
+  delta<1.25 (per-frame median scale over all pixels; sequence-level scale or scale-and-shift
+  fitted on the prefix over the pixel sample), optional point-cloud
   accuracy / completeness (the prefix's trajectory Sim(3) moves the predicted points);
 - per-frame error curves whose alignment is fitted on the first n frames only, so drift is not
   absorbed by the fit: camera-centre error (``per_frame_ate(..., align_first_n=n)``) and AbsRel
@@ -30,7 +32,14 @@ from data.schema import Sequence
 from recon.errors import InputError
 from recon.eval.cloud_metrics import cloud_metrics
 from recon.eval.depth_metrics import depth_metrics
-from recon.eval.pose_metrics import align_trajectory, associate_trajectories, per_frame_ate, pose_metrics
+from recon.eval.pose_metrics import (
+    align_trajectory,
+    associate_trajectories,
+    ate_vs_static,
+    per_frame_ate,
+    pose_baselines,
+    pose_metrics,
+)
 from recon.eval.protocols import FULL, Protocol
 from recon.infer.scoring import FrameRecords, GroundTruthScorer
 from recon.infer.sources import FrameStream
@@ -44,8 +53,10 @@ class SequenceEvaluation:
     Attributes:
         name: sequence label. num_frames: frames streamed.
         prefixes: one dict per evaluated length: ``label`` (protocol entry), ``length``, ``pose``
-            (PoseMetrics fields, or ``error``), ``depth`` ({mode: metrics}), ``cloud`` (CloudMetrics
-            fields, or ``error``).
+            (PoseMetrics fields, ``scale`` = the alignment's Sim(3) scale, and ``ate_vs_static``;
+            or ``error``), ``pose_baselines`` (``static_ate_rmse``, ``constant_velocity_ate_rmse``
+            of the ground truth of the same frames, same alignment; or ``error``), ``depth``
+            ({mode: metrics}), ``cloud`` (CloudMetrics fields, or ``error``).
         curves: per-frame lists: ``ate`` (camera-centre error, alignment on the first n frames),
             ``abs_rel`` (per-frame median scale), ``abs_rel_fixed_scale`` (scale of the first n).
         drift: ``align_frames`` (n) and rates per 100 frames: ``ate_per_100_frames``,
@@ -159,10 +170,17 @@ def prefix_metrics(rec: FrameRecords, L: int, protocol: Protocol) -> dict:
     out: dict = {"length": int(L)}
     posed = rec.has_pose[:L]
     if protocol.pose.enabled:
+        gt = rec.gt_cam2world[:L][posed]
         try:
-            pm = pose_metrics(rec.est_cam2world[:L][posed], rec.gt_cam2world[:L][posed], protocol.pose.align,
+            out["pose_baselines"] = pose_baselines(gt, protocol.pose.align)
+        except InputError as err:
+            out["pose_baselines"] = {"error": str(err)}
+        try:
+            pm = pose_metrics(rec.est_cam2world[:L][posed], gt, protocol.pose.align,
                               rpe_delta=protocol.pose.rpe_delta)
-            out["pose"] = pm.to_dict()
+            static = out["pose_baselines"].get("static_ate_rmse")
+            out["pose"] = {**pm.to_dict(),
+                           "ate_vs_static": None if static is None else ate_vs_static(pm.ate_rmse, static)}
         except InputError as err:
             out["pose"] = {"error": str(err)}
     if protocol.depth.align:

@@ -5,6 +5,23 @@ index: associate timestamps first (:func:`associate_trajectories`). Alignment is
 centres (:func:`recon.geometry.umeyama_sim3`, optionally on the first ``n`` frames only, so later
 drift is not hidden by the fit); the error statistics are evo's (``APE`` on the translation part,
 ``RPE`` on translation and rotation angle over a frame delta).
+
+Two reference trajectories built from the ground truth put a model's ATE in context
+(:func:`pose_baselines`, reported beside every ATE by ``recon eval`` and ``recon run``):
+
+- **static camera** (:func:`static_camera_ate`): every frame keeps the first ground-truth pose.
+  Its camera centres all coincide, so Umeyama is degenerate; its ATE is the limit of the best fit
+  instead, in closed form. With ``sim3`` / ``se3`` alignment the best placement of one point is the
+  centroid of the ground-truth centres the alignment is fitted on, so ATE = RMS distance of the
+  ground-truth centres from that centroid; with ``none`` it stays at the first ground-truth centre.
+  Under ``sim3`` on the whole trajectory this is also the error of the scale -> 0 limit of any
+  estimate, so a model's ATE can never exceed it: ``ate_vs_static`` (model ATE / static ATE) is in
+  [0, 1], 1 meaning "no better than not moving" (often with a Sim(3) scale near 0: a trajectory
+  collapsed to a point).
+- **constant velocity** (:func:`constant_velocity_trajectory`): a camera that keeps its initial
+  motion, ``P_k = P_0 D^k`` with ``D = P_0^-1 P_1`` from the first two ground-truth poses (a causal
+  predictor that knows frames 0 and 1), aligned and scored exactly like the model's trajectory.
+  It is exact (ATE 0) on ground truth that moves with constant velocity (a line, a circle, a helix).
 """
 
 from __future__ import annotations
@@ -104,6 +121,99 @@ def align_trajectory(
         ) from err
     aligned = apply_sim3_to_poses(s, R, t, torch.as_tensor(est)[None])[0]
     return aligned.numpy(), float(s.item())
+
+
+def static_camera_trajectory(gt) -> np.ndarray:
+    """The static-camera baseline: every frame's cam2world is the first ground-truth pose [N, 4, 4]."""
+    gt = _as_poses(gt, "ground-truth poses")
+    return np.repeat(gt[:1], len(gt), axis=0)
+
+
+def constant_velocity_trajectory(gt) -> np.ndarray:
+    """The constant-velocity baseline: ``P_k = P_0 D^k`` with ``D = P_0^-1 P_1`` [N, 4, 4].
+
+    A camera that keeps the relative motion (in its own frame) of the first two ground-truth
+    poses for the whole sequence; ``D^k`` in closed form (rotation vector times k, translation
+    summed), so its rotations stay orthonormal over any length.
+
+    Args:
+        gt: ground-truth cam2world [N, 4, 4], N >= 2 (frames in evaluation order).
+
+    Returns:
+        float64 cam2world [N, 4, 4] in the ground truth's world; frames 0 and 1 equal the truth.
+    """
+    from scipy.spatial.transform import Rotation
+
+    gt = _as_poses(gt, "ground-truth poses")
+    if len(gt) < 2:
+        raise InputError(f"constant velocity: expected >= 2 ground-truth poses, got {len(gt)}")
+    D = np.linalg.inv(gt[0]) @ gt[1]
+    rotvec = Rotation.from_matrix(D[:3, :3]).as_rotvec()
+    k = np.arange(len(gt), dtype=np.float64)
+    R_k = Rotation.from_rotvec(k[:, None] * rotvec).as_matrix()  # D_R^k
+    steps = R_k @ D[:3, 3]  # D_R^j t_D
+    rel = np.tile(np.eye(4), (len(gt), 1, 1))
+    rel[:, :3, :3] = R_k
+    rel[1:, :3, 3] = np.cumsum(steps[:-1], axis=0)  # t_k = sum_{j<k} D_R^j t_D
+    return gt[0] @ rel
+
+
+def static_camera_ate(gt, align: str = "sim3", align_first_n: int | None = None) -> float:
+    """ATE RMSE of the static-camera baseline (closed form; see the module docstring).
+
+    Args:
+        gt: ground-truth cam2world [N, 4, 4] (numpy or torch).
+        align: the alignment the compared ATE uses: ``sim3`` / ``se3`` (the constant trajectory is
+            placed at the centroid of the fitted ground-truth centres) or ``none`` (it stays at the
+            first ground-truth centre).
+        align_first_n: the alignment is fitted on the first n frames only (None = all).
+
+    Returns:
+        RMS distance of every ground-truth camera centre from that placement (metres).
+    """
+    centres = _as_poses(gt, "ground-truth poses")[:, :3, 3]
+    if align not in ALIGN_MODES:
+        raise InputError(f"align: expected one of {ALIGN_MODES}, got {align!r}")
+    if len(centres) == 0:
+        raise InputError("static camera: expected at least one ground-truth pose")
+    if align == "none":
+        ref = centres[0]
+    else:
+        n = len(centres) if align_first_n is None else int(align_first_n)
+        if not 1 <= n <= len(centres):
+            raise InputError(f"align_first_n: expected 1 <= n <= {len(centres)} poses, got {n}")
+        ref = centres[:n].mean(axis=0)
+    return float(np.sqrt(((centres - ref) ** 2).sum(axis=1).mean()))
+
+
+def constant_velocity_ate(gt, align: str = "sim3", align_first_n: int | None = None) -> float:
+    """ATE RMSE of the constant-velocity baseline under the same alignment as the model.
+
+    When the first two ground-truth centres coincide (no initial translation) the baseline's
+    centres all coincide too, its alignment is degenerate, and its ATE is the static camera's.
+    """
+    cv = constant_velocity_trajectory(gt)
+    try:
+        err = per_frame_ate(cv, gt, align, align_first_n)
+    except InputError:
+        centres = cv[: len(cv) if align_first_n is None else int(align_first_n), :3, 3]
+        if np.ptp(centres, axis=0).max() > 1e-9 * (1.0 + np.abs(centres).max()):
+            raise
+        return static_camera_ate(gt, align, align_first_n)
+    return float(np.sqrt(np.mean(err**2)))
+
+
+def pose_baselines(gt, align: str = "sim3", align_first_n: int | None = None) -> dict[str, float]:
+    """ATE RMSE of both baselines: ``{"static_ate_rmse", "constant_velocity_ate_rmse"}`` (metres)."""
+    return {
+        "static_ate_rmse": static_camera_ate(gt, align, align_first_n),
+        "constant_velocity_ate_rmse": constant_velocity_ate(gt, align, align_first_n),
+    }
+
+
+def ate_vs_static(ate: float, static_ate: float) -> float | None:
+    """Model ATE / static-camera ATE; None when the ground-truth camera does not move (static 0)."""
+    return float(ate / static_ate) if static_ate > 0 and np.isfinite(ate) else None
 
 
 def per_frame_ate(est, gt, align: str = "sim3", align_first_n: int | None = None) -> np.ndarray:

@@ -97,7 +97,8 @@ class PoseSettings:
 
     Attributes:
         enabled: compute ATE / RPE (needs ground-truth poses).
-        align: alignment of each prefix before ATE (``sim3``, ``se3``, ``none``).
+        align: alignment of each prefix before ATE (``sim3``, ``se3``, ``none``); the
+            static-camera and constant-velocity baselines are scored with the same one.
         rpe_delta: frame distance of the RPE pairs.
         drift_align_frames: the per-frame drift curves fit their alignment (trajectory Sim(3),
             depth scale) on this many first frames only, so later drift shows.

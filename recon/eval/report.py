@@ -10,7 +10,13 @@ Written to an output folder:
   the sequences of each model.
 
 Summary numbers are means over the sequences that reach a length (a sequence shorter than a
-length does not count for it); ``full`` rows average each sequence's full length.
+length does not count for it); ``full`` rows average each sequence's full length. Beside the
+model's ATE every row has the baselines of the same frames (``static_ate_rmse``: a camera that never
+moves; ``constant_velocity_ate_rmse``: one that keeps its initial motion; see
+``recon.eval.pose_metrics``), ``ate_vs_static`` (the mean over sequences of model ATE / static ATE)
+and ``sim3_scale`` (the mean scale of the model trajectory's Sim(3) alignment; None unless
+``pose.align`` is ``sim3``). Reports written before these columns existed merge and render with
+"–" in them.
 """
 
 from __future__ import annotations
@@ -61,9 +67,22 @@ def _get(*keys: str) -> Callable[[dict], float | None]:
     return getter
 
 
+def _sim3_scale(prefix: dict) -> float | None:
+    """The scale of the model trajectory's alignment when it is a Sim(3) (se3 / none fix it at 1)."""
+    pose = prefix.get("pose")
+    if not isinstance(pose, dict) or pose.get("align") != "sim3":
+        return None
+    return _get("pose", "scale")(prefix)
+
+
 # (column key, Markdown header, getter on a prefix dict, number format)
 COLUMNS = (
     ("ate_rmse", "ATE RMSE", _get("pose", "ate_rmse"), "{:.4f}"),
+    ("static_ate_rmse", "ATE static camera", _get("pose_baselines", "static_ate_rmse"), "{:.4f}"),
+    ("constant_velocity_ate_rmse", "ATE const. velocity",
+     _get("pose_baselines", "constant_velocity_ate_rmse"), "{:.4f}"),
+    ("ate_vs_static", "ATE / static", _get("pose", "ate_vs_static"), "{:.3f}"),
+    ("sim3_scale", "Sim(3) scale", _sim3_scale, "{:#.4g}"),
     ("rpe_trans_rmse", "RPE trans", _get("pose", "rpe_trans_rmse"), "{:.4f}"),
     ("rpe_rot_rmse_deg", "RPE rot (deg)", _get("pose", "rpe_rot_rmse_deg"), "{:.3f}"),
     ("abs_rel_median", "AbsRel (frame median)", _get("depth", "median", "abs_rel"), "{:.4f}"),
@@ -164,7 +183,7 @@ def markdown_report(report: dict) -> str:
     """Markdown tables of a report dict (as :func:`build_report` returns)."""
     proto = report["protocol"]
     rows = [row for m in report["models"] for row in m["summary"]]
-    used = [c for c in COLUMNS if any(row[c[0]] is not None for row in rows)]
+    used = [c for c in COLUMNS if any(row.get(c[0]) is not None for row in rows)]
     lines = [f"# Evaluation: {proto['name']}", ""]
     if proto.get("description"):
         lines += [proto["description"].strip(), ""]
@@ -200,7 +219,7 @@ def markdown_report(report: dict) -> str:
     for m in report["models"]:
         for row in m["summary"]:
             label = f"full ({row['length']:.0f})" if row["label"] == FULL else row["label"]
-            cells = [_fmt(row[c[0]], c[3]) for c in used]
+            cells = [_fmt(row.get(c[0]), c[3]) for c in used]
             lines.append(f"| {m['name']} | {label} | {row['sequences']} | " + " | ".join(cells) + " |")
     lines += ["", "## Drift", "", "| model | " + " | ".join(h for _, h in DRIFT_KEYS) + " | frames/s | "
               "median latency (ms) |", "|---|" + "---|" * (len(DRIFT_KEYS) + 2)]
@@ -210,14 +229,19 @@ def markdown_report(report: dict) -> str:
         cells += [_fmt(d.get("fps"), "{:.1f}"), _fmt(d.get("latency_ms_median"), "{:.1f}")]
         lines.append(f"| {m['name']} | " + " | ".join(cells) + " |")
     lines += ["", "## Per sequence (longest prefix)", "",
-              "| model | sequence | frames | ATE RMSE | AbsRel (frame median) | ATE drift / 100 frames |",
-              "|---|---|---|---|---|---|"]
+              "| model | sequence | frames | ATE RMSE | ATE static camera | ATE const. velocity | "
+              "ATE / static | Sim(3) scale | AbsRel (frame median) | ATE drift / 100 frames |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in report["models"]:
         for s in m["sequences"]:
             last = s["prefixes"][-1] if s["prefixes"] else {}
             cells = [
                 str(s["num_frames"]),
                 _fmt(_get("pose", "ate_rmse")(last), "{:.4f}"),
+                _fmt(_get("pose_baselines", "static_ate_rmse")(last), "{:.4f}"),
+                _fmt(_get("pose_baselines", "constant_velocity_ate_rmse")(last), "{:.4f}"),
+                _fmt(_get("pose", "ate_vs_static")(last), "{:.3f}"),
+                _fmt(_sim3_scale(last), "{:#.4g}"),
                 _fmt(_get("depth", "median", "abs_rel")(last), "{:.4f}"),
                 _fmt(s["drift"].get("ate_per_100_frames"), "{:+.5f}"),
             ]
@@ -254,6 +278,17 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, marker="o", label=m["name"])
+        if key == "ate_rmse":  # the baselines of the ground truth, from the first model reporting each length
+            for base, style, name in (("static_ate_rmse", "--", "static camera"),
+                                      ("constant_velocity_ate_rmse", ":", "constant velocity")):
+                pts = {}
+                for m in report["models"]:
+                    for r in m["summary"]:
+                        if r.get(base) is not None:
+                            pts.setdefault(r["label"], (r["length"], r[base]))
+                if pts:
+                    x, y = zip(*sorted(pts.values()), strict=True)
+                    ax.plot(x, y, style, color="grey", label=name)
         ax.set(title=title, xlabel="sequence length (frames)", xscale="log")
         ax.grid(True, alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:

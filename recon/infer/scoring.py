@@ -16,7 +16,7 @@ import torch
 
 from recon.errors import InputError
 from recon.eval.depth_metrics import depth_metrics
-from recon.eval.pose_metrics import pose_metrics
+from recon.eval.pose_metrics import ate_vs_static, pose_baselines, pose_metrics
 from recon.geometry import transform_points, unproject_depth
 from recon.infer.runner import SourceFrame
 
@@ -167,7 +167,17 @@ class GroundTruthScorer:
         return FrameRecords(**arrays)
 
     def result(self) -> dict:
-        """Metrics so far (keys absent when the source had no depth / poses)."""
+        """Metrics so far (keys absent when the source had no depth / poses).
+
+        Returns:
+            ``depth``: ``abs_rel``, ``delta1``, ``align``, ``pixels``; ``pose`` (>= 3 frames with a
+            ground-truth pose): ``ate_rmse``, ``rpe_trans_rmse``, ``rpe_rot_rmse_deg``,
+            ``sim3_scale`` (the scale the Sim(3) alignment applies to the predicted trajectory),
+            the baselines ``static_ate_rmse`` and ``constant_velocity_ate_rmse``
+            (``recon.eval.pose_metrics.pose_baselines``, Sim(3)), ``ate_vs_static`` (None when the
+            true camera does not move), ``align``, ``frames``; ``error`` replaces the model's
+            numbers when its trajectory cannot be aligned.
+        """
         res: dict = {}
         rec = self.records()
         pixels = int(rec.depth_pixels.sum())
@@ -182,15 +192,24 @@ class GroundTruthScorer:
             }
         has_pose = rec.has_pose
         if has_pose.sum() >= 3:
+            gt = rec.gt_cam2world[has_pose]
             try:
-                pm = pose_metrics(rec.est_cam2world[has_pose], rec.gt_cam2world[has_pose], align="sim3")
-            except InputError as err:  # e.g. a static ground-truth camera: Sim(3) is undefined
-                res["pose"] = {"error": str(err)}
+                baselines = pose_baselines(gt, align="sim3")
+            except InputError as err:  # e.g. a ground-truth pose that is not rigid
+                res["pose"] = {"error": str(err), "align": "sim3", "frames": int(has_pose.sum())}
+                return res
+            try:
+                pm = pose_metrics(rec.est_cam2world[has_pose], gt, align="sim3")
+            except InputError as err:  # e.g. predicted camera centres that all coincide: Sim(3) is undefined
+                res["pose"] = {"error": str(err), **baselines, "align": "sim3", "frames": int(has_pose.sum())}
                 return res
             res["pose"] = {
                 "ate_rmse": pm.ate_rmse,
                 "rpe_trans_rmse": pm.rpe_trans_rmse,
                 "rpe_rot_rmse_deg": pm.rpe_rot_rmse_deg,
+                "sim3_scale": pm.scale,
+                **baselines,
+                "ate_vs_static": ate_vs_static(pm.ate_rmse, baselines["static_ate_rmse"]),
                 "align": "sim3",
                 "frames": pm.num_poses,
             }

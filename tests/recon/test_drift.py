@@ -18,7 +18,7 @@ from recon.eval.drift import (
     resolve_lengths,
     stream_records,
 )
-from recon.eval.pose_metrics import pose_metrics
+from recon.eval.pose_metrics import pose_baselines, pose_metrics
 from recon.eval.protocols import load_protocol, select_frames
 from recon.infer.runner import SourceFrame
 from recon.infer.scoring import GroundTruthScorer
@@ -120,10 +120,46 @@ def test_prefix_pose_metrics_equal_pose_metrics_on_truncated_arrays():
     protocol = _protocol(pose={"align": "sim3", "rpe_delta": 2}, depth={"align": []})
     for L in (5, 33, 60):
         expected = pose_metrics(est[:L], gt[:L], "sim3", rpe_delta=2).to_dict()
-        got = prefix_metrics(rec, L, protocol)["pose"]
-        assert got.keys() == expected.keys()
+        prefix = prefix_metrics(rec, L, protocol)
+        got = prefix["pose"]
+        assert got.keys() == {*expected, "ate_vs_static"}
         for k, v in expected.items():
             assert got[k] == pytest.approx(v, rel=1e-12, abs=1e-12) if isinstance(v, float) else got[k] == v
+        # the baselines of the same prefix's ground truth, and the ratio
+        assert prefix["pose_baselines"] == pytest.approx(pose_baselines(gt[:L], "sim3"), rel=1e-12)
+        static = np.sqrt(((gt[:L, :3, 3] - gt[:L, :3, 3].mean(0)) ** 2).sum(1).mean())  # closed form
+        assert prefix["pose_baselines"]["static_ate_rmse"] == pytest.approx(static, rel=1e-12)
+        assert got["ate_vs_static"] == pytest.approx(expected["ate_rmse"] / static, rel=1e-12)
+        assert 0 < got["ate_vs_static"] < 1
+        assert got["scale"] == pytest.approx(SIM_SCALE, rel=0.1)  # the model world's scale, recovered
+
+
+def test_prefix_baselines_use_the_posed_frames_and_the_protocol_alignment():
+    # a camera moving 0.1 m per frame along x: constant velocity is exact, the static camera has
+    # a closed form; with two frames lacking ground truth both are scored on the posed frames only
+    N = 30
+    line = np.tile(np.eye(4), (N, 1, 1))
+    line[:, 0, 3] = 0.1 * np.arange(N)
+    est = _to_model_world(line)
+    est[:, :3, 3] += np.random.default_rng(0).normal(0, 0.01, (N, 3))
+    ts = np.arange(N) / 30.0
+    prefix = prefix_metrics(records_from_trajectories(ts, est, ts, line), N, _protocol(depth={"align": []}))
+    assert prefix["pose_baselines"]["constant_velocity_ate_rmse"] == pytest.approx(0.0, abs=1e-9)
+    assert prefix["pose_baselines"]["static_ate_rmse"] == pytest.approx(0.1 * np.sqrt((N * N - 1) / 12))
+
+    gt = line.copy()
+    gt[[7, 20]] = np.nan
+    rec = records_from_trajectories(ts, est, ts, gt)
+    posed = rec.has_pose
+    assert posed.sum() == N - 2
+    for align in ("sim3", "none"):
+        prefix = prefix_metrics(rec, N, _protocol(pose={"align": align}, depth={"align": []}))
+        x = gt[posed, 0, 3]
+        ref = x[0] if align == "none" else x.mean()
+        assert prefix["pose_baselines"]["static_ate_rmse"] == pytest.approx(np.sqrt(((x - ref) ** 2).mean()))
+        assert prefix["pose_baselines"] == pytest.approx(pose_baselines(gt[posed], align), rel=1e-12)
+        # the posed frames jump 0.2 m where a frame is missing: no longer constant velocity
+        assert prefix["pose_baselines"]["constant_velocity_ate_rmse"] > 0.01
 
 
 def _depth_frames(T: int, H: int = 6, W: int = 8, seed: int = 0):

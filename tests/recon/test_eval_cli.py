@@ -13,6 +13,7 @@ from evo.tools import file_interface
 from data.synth import SynthConfig, synthetic_sequence, write_tum_sequence
 from recon.checkpoint import save_weights
 from recon.cli import main
+from recon.eval.pose_metrics import pose_baselines
 from recon.eval.protocols import builtin_protocols, load_protocol
 from recon.model import build_model
 from recon.model.config import load_model_config
@@ -50,6 +51,7 @@ def test_eval_two_checkpoints_end_to_end(tmp_path, checkpoints, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| elastic | 10 |" in printed and "| causal_attention | 10 |" in printed
+    assert "| ATE RMSE | ATE static camera | ATE const. velocity | ATE / static | Sim(3) scale |" in printed
 
     report = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in report["models"]] == ["elastic", "causal_attention"]
@@ -74,6 +76,13 @@ def test_eval_two_checkpoints_end_to_end(tmp_path, checkpoints, capsys):
     trajectories = out / "trajectories"
     gt = file_interface.read_tum_trajectory_file(str(trajectories / "groundtruth" / "synth_loop_0.txt"))
     np.testing.assert_allclose(gt.positions_xyz, expected[:, :3, 3], atol=1e-6)
+    # the baselines of every prefix are those of the generator's camera path
+    for model in report["models"]:
+        for prefix in model["sequences"][0]["prefixes"]:
+            L = prefix["length"]
+            assert prefix["pose_baselines"] == pytest.approx(pose_baselines(expected[:L], "sim3"), rel=1e-6)
+            assert prefix["pose"]["ate_vs_static"] == pytest.approx(
+                prefix["pose"]["ate_rmse"] / prefix["pose_baselines"]["static_ate_rmse"], rel=1e-9)
     est = file_interface.read_tum_trajectory_file(str(trajectories / "elastic" / "synth_loop_0.txt"))
     assert est.num_poses == 12 and np.allclose(est.timestamps, np.arange(12) / config.fps)
 

@@ -12,10 +12,16 @@ from scipy.spatial.transform import Rotation
 from recon.errors import InputError, ShapeError
 from recon.eval import (
     associate_trajectories,
+    ate_vs_static,
     cloud_metrics,
+    constant_velocity_ate,
+    constant_velocity_trajectory,
     depth_metrics,
     per_frame_ate,
+    pose_baselines,
     pose_metrics,
+    static_camera_ate,
+    static_camera_trajectory,
 )
 
 
@@ -146,6 +152,105 @@ def test_pose_errors():
         pose_metrics(gt, gt, rpe_delta=10)
     with pytest.raises(InputError, match="no timestamps within"):
         associate_trajectories([0.0], gt[:1], [9.0], gt[:1])
+
+
+# ---------------------------------------------------------------- pose baselines
+
+
+def _line(n, v, R0, c0):
+    """A camera with a fixed orientation R0 moving by v per frame from c0 (constant velocity)."""
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3] = R0
+    T[:, :3, 3] = c0 + np.arange(n)[:, None] * v
+    return T
+
+
+def test_baselines_on_a_straight_line_closed_form():
+    n, v = 25, np.array([0.03, -0.04, 0.12])  # |v| = 0.13 m per frame
+    gt = _line(n, v, Rotation.from_rotvec([0.2, -0.5, 1.0]).as_matrix(), np.array([1.0, 2.0, -3.0]))
+    speed = 0.13
+    # static camera: frame k is k|v| from the first centre; about the centroid the RMS of 0..n-1 is
+    # sqrt((n^2 - 1) / 12)
+    assert static_camera_ate(gt, "sim3") == pytest.approx(speed * math.sqrt((n * n - 1) / 12), rel=1e-12)
+    assert static_camera_ate(gt, "se3") == pytest.approx(speed * math.sqrt((n * n - 1) / 12), rel=1e-12)
+    # no alignment: it stays at frame 0; mean of k^2 over 0..n-1 is (n - 1)(2n - 1) / 6
+    from_first = speed * math.sqrt((n - 1) * (2 * n - 1) / 6)
+    assert static_camera_ate(gt, "none") == pytest.approx(from_first, rel=1e-12)
+    # fitted on the first m frames: placed at frame (m - 1) / 2; RMS^2 = var + (mean offset)^2
+    m = 5
+    expected = speed * math.sqrt((n * n - 1) / 12 + ((n - 1) / 2 - (m - 1) / 2) ** 2)
+    assert static_camera_ate(gt, "sim3", align_first_n=m) == pytest.approx(expected, rel=1e-12)
+    # constant velocity on constant-velocity ground truth is exact, whatever the alignment
+    for align in ("sim3", "se3", "none"):
+        assert constant_velocity_ate(gt, align) == pytest.approx(0.0, abs=1e-9), align
+    np.testing.assert_allclose(static_camera_trajectory(gt), np.repeat(gt[:1], n, axis=0))
+    assert pose_baselines(gt, "none") == pytest.approx(
+        {"static_ate_rmse": static_camera_ate(gt, "none"), "constant_velocity_ate_rmse": 0.0}, abs=1e-9)
+
+
+def test_constant_velocity_reproduces_a_screw_motion():
+    """Ground truth P_k = P_0 D^k (D: a turn and a step, so a helix): the baseline equals it."""
+    n = 200
+    D = np.eye(4)
+    D[:3, :3] = Rotation.from_rotvec([0.01, 0.05, -0.02]).as_matrix()
+    D[:3, 3] = [0.02, 0.0, 0.05]
+    P0 = make_trajectory(1, seed=7)[0]
+    gt = np.stack([P0 @ np.linalg.matrix_power(D, k) for k in range(n)])
+    np.testing.assert_allclose(constant_velocity_trajectory(gt), gt, atol=1e-9)
+    assert constant_velocity_ate(gt, "sim3") == pytest.approx(0.0, abs=1e-9)
+    assert static_camera_ate(gt, "sim3") > 0.1
+
+
+@pytest.mark.parametrize("align, first_n", [("sim3", None), ("se3", None), ("none", None), ("sim3", 10)])
+def test_constant_velocity_matches_evo_on_a_random_trajectory(align, first_n):
+    gt = make_trajectory(60, seed=5)
+    D = np.linalg.inv(gt[0]) @ gt[1]
+    cv = np.stack([gt[0] @ np.linalg.matrix_power(D, k) for k in range(60)])  # independent construction
+    np.testing.assert_allclose(constant_velocity_trajectory(gt), cv, atol=1e-9)
+    ref, traj = PosePath3D(poses_se3=list(gt)), PosePath3D(poses_se3=list(cv))
+    if align != "none":
+        traj.align(ref, correct_scale=align == "sim3", n=-1 if first_n is None else first_n)
+    ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
+    ape.process_data((ref, traj))
+    expected = ape.get_statistic(evo_metrics.StatisticsType.rmse)
+    assert constant_velocity_ate(gt, align, first_n) == pytest.approx(expected, rel=1e-9)
+    assert expected > 0.1  # a random walk does not keep its first step
+
+
+def test_static_camera_is_the_best_placed_point_and_bounds_sim3_ate():
+    from scipy.optimize import minimize
+
+    gt = make_trajectory(40, seed=6)
+    centres = gt[:, :3, 3]
+
+    def rms(t):
+        return math.sqrt(((centres - t) ** 2).sum(axis=1).mean())
+
+    best = minimize(rms, centres[0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12})
+    assert static_camera_ate(gt, "sim3") == pytest.approx(best.fun, rel=1e-6)
+    assert static_camera_ate(gt, "sim3") < rms(centres[0]) == pytest.approx(static_camera_ate(gt, "none"))
+    # the static camera is the scale -> 0 limit of a Sim(3) fit on all frames: no estimate does worse
+    for seed in range(5):
+        est = make_trajectory(40, seed=100 + seed)
+        ate = pose_metrics(est, gt, "sim3").ate_rmse
+        assert ate <= static_camera_ate(gt, "sim3") + 1e-12
+        assert 0.0 < ate_vs_static(ate, static_camera_ate(gt, "sim3")) <= 1.0 + 1e-12
+
+
+def test_baselines_of_a_camera_that_does_not_translate():
+    # it only turns: both baselines' centres coincide, every ATE is 0 and the ratio is undefined
+    gt = np.tile(np.eye(4), (10, 1, 1))
+    gt[:, :3, :3] = Rotation.from_euler("z", np.arange(10)[:, None] * 5.0, degrees=True).as_matrix()
+    assert pose_baselines(gt, "sim3") == {"static_ate_rmse": 0.0, "constant_velocity_ate_rmse": 0.0}
+    assert ate_vs_static(0.3, 0.0) is None and ate_vs_static(0.3, 0.6) == pytest.approx(0.5)
+    # no translation in the first step, motion later: constant velocity stands still like the static camera
+    gt[5:, 0, 3] = 1.0
+    assert constant_velocity_ate(gt, "sim3") == pytest.approx(static_camera_ate(gt, "sim3"), rel=1e-12)
+    assert static_camera_ate(gt, "sim3") == pytest.approx(0.5, rel=1e-12)  # half at 0, half at 1
+    with pytest.raises(InputError, match="expected >= 2 ground-truth poses"):
+        constant_velocity_trajectory(gt[:1])
+    with pytest.raises(InputError, match="align: expected one of"):
+        static_camera_ate(gt, "sim2")
 
 
 # ---------------------------------------------------------------- depth

@@ -1,5 +1,6 @@
 """Comparison reports: summary means by hand, files that parse (JSON keys, Markdown rows, PNGs)."""
 
+import copy
 import json
 import math
 
@@ -10,7 +11,16 @@ import pytest
 
 from recon.eval.drift import SequenceEvaluation, evaluate_trajectory
 from recon.eval.protocols import load_protocol
-from recon.eval.report import ModelRun, drift_summary, markdown_report, summarize, write_report
+from recon.eval.report import (
+    ModelRun,
+    build_report,
+    drift_summary,
+    markdown_report,
+    merge_reports,
+    summarize,
+    write_report,
+    write_report_dict,
+)
 
 PROTOCOL = load_protocol({
     "name": "report_test",
@@ -43,20 +53,52 @@ def test_summary_means_over_sequences_reaching_each_length():
     assert drift_summary(run)["ate_per_100_frames"] == pytest.approx(0.5)  # NaN left out
 
 
-def _runs():
+SEQUENCES = ((0, 40), (1, 30))  # (seed, frames)
+
+
+def _gt(seed, N):
+    i = np.arange(N)
+    gt = np.tile(np.eye(4), (N, 1, 1))
+    gt[:, :3, 3] = np.stack([np.cos(0.1 * i + seed), np.sin(0.1 * i), 0.02 * i], 1)
+    return gt
+
+
+def _runs(protocol=PROTOCOL):
     """Two 'models' on two sequences: the second drifts twice as fast."""
     runs = []
     for name, d in (("gla", 0.002), ("causal", 0.004)):
         run = ModelRun(name, f"/ckpt/{name}", {"memory_type": name})
-        for seed, N in ((0, 40), (1, 30)):
+        for seed, N in SEQUENCES:
             i = np.arange(N)
-            gt = np.tile(np.eye(4), (N, 1, 1))
-            gt[:, :3, 3] = np.stack([np.cos(0.1 * i + seed), np.sin(0.1 * i), 0.02 * i], 1)
+            gt = _gt(seed, N)
             est = gt.copy()
             est[:, 2, 3] += d * np.maximum(i - 4, 0)
-            run.sequences.append(evaluate_trajectory(i / 30.0, est, i / 30.0, gt, PROTOCOL, f"seq{seed}"))
+            run.sequences.append(evaluate_trajectory(i / 30.0, est, i / 30.0, gt, protocol, f"seq{seed}"))
         runs.append(run)
     return runs
+
+
+def test_summary_rows_carry_the_baselines_the_ratio_and_the_sim3_scale():
+    run = _runs()[1]
+    rows = {r["label"]: r for r in summarize(run)}
+    for label, lengths in (("10", (10, 10)), ("20", (20, 20)), ("full", (40, 30))):
+        gts = [_gt(seed, L)[:, :3, 3] for (seed, _), L in zip(SEQUENCES, lengths, strict=True)]
+        # static camera after Sim(3): RMS distance of the true centres from their centroid
+        static = [np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()) for c in gts]
+        row = rows[label]
+        assert row["static_ate_rmse"] == pytest.approx(np.mean(static), rel=1e-9)
+        ates = [next(p for p in s.prefixes if p["label"] == label)["pose"]["ate_rmse"] for s in run.sequences]
+        assert row["ate_vs_static"] == pytest.approx(np.mean(np.divide(ates, static)), rel=1e-9)
+        assert 0 < row["ate_vs_static"] < 1
+        # the estimate is the ground truth plus a small drift: constant velocity is far worse than it
+        assert row["constant_velocity_ate_rmse"] > row["ate_rmse"]
+        assert row["sim3_scale"] == pytest.approx(1.0, abs=0.05) and row["sim3_scale"] != 1.0
+    # se3 fixes the scale at 1: no Sim(3) scale is reported, the baselines use se3 too
+    se3 = load_protocol({**PROTOCOL.to_dict(), "pose": {"align": "se3", "drift_align_frames": 5}})
+    row = summarize(_runs(se3)[1])[0]
+    assert row["sim3_scale"] is None
+    assert row["static_ate_rmse"] == pytest.approx(rows["10"]["static_ate_rmse"])
+    assert "Sim(3) scale" not in markdown_report(build_report(se3, _runs(se3))).split("## Drift")[0]
 
 
 def test_report_files_exist_and_parse(tmp_path):
@@ -76,7 +118,10 @@ def test_report_files_exist_and_parse(tmp_path):
     md = paths["markdown"].read_text()
     table = md.split("## Error vs sequence length", 1)[1].split("## Drift", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0].startswith("| model | length | sequences | ATE RMSE")
+    assert rows[0].startswith("| model | length | sequences | ATE RMSE | ATE static camera | "
+                              "ATE const. velocity | ATE / static | Sim(3) scale |")
+    per_seq = md.split("## Per sequence", 1)[1]
+    assert "| ATE RMSE | ATE static camera | ATE const. velocity | ATE / static | Sim(3) scale |" in per_seq
     assert len(rows) == 1 + 2 * 3  # header + models x lengths
     assert "| gla | full (35) | 2 |" in md  # mean full length of 40 and 30 frames
     assert "recon eval report_test" in md
@@ -97,3 +142,31 @@ def test_nan_metrics_are_null_in_json_and_dashes_in_markdown(tmp_path):
     assert report["models"][0]["sequences"][0]["drift"]["ate_per_100_frames"] is None
     md = markdown_report(report)
     assert "| m | 10 | 1 | – |" in md and "| k | 10 | 1 | 0.2500 |" in md
+
+
+def test_reports_without_the_baseline_columns_still_render_and_merge(tmp_path):
+    """A report.json written before the baselines existed: '–' in its cells, merge keeps both."""
+    new = build_report(PROTOCOL, _runs()[:1])
+    old = copy.deepcopy(build_report(PROTOCOL, _runs()[1:]))
+    added = ("static_ate_rmse", "constant_velocity_ate_rmse", "ate_vs_static", "sim3_scale")
+    for model in old["models"]:
+        for row in model["summary"]:
+            for key in added:
+                del row[key]
+        for seq in model["sequences"]:
+            for prefix in seq["prefixes"]:
+                del prefix["pose_baselines"]
+                del prefix["pose"]["ate_vs_static"]
+    old_only = markdown_report(old)
+    assert "ATE static camera" not in old_only.split("## Drift")[0]  # no column without any value
+    merged = merge_reports([("new/report.json", new), ("old/report.json", old)])
+    assert [m["name"] for m in merged["models"]] == ["gla", "causal"]
+    assert merged["models"][0]["summary"] == new["models"][0]["summary"]
+    md = markdown_report(merged)
+    gla = next(line for line in md.splitlines() if line.startswith("| gla | 10 |"))
+    causal = next(line for line in md.splitlines() if line.startswith("| causal | 10 |"))
+    static = f"{new['models'][0]['summary'][0]['static_ate_rmse']:.4f}"
+    assert gla.split(" | ")[4] == static and causal.split(" | ")[4] == "–"
+    write_report_dict(tmp_path, merged)  # plots included
+    columns = json.loads((tmp_path / "report.json").read_text())["columns"]
+    assert columns["static_ate_rmse"] == "ATE static camera"

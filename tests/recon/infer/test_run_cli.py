@@ -78,9 +78,25 @@ def test_run_on_dataset_folder_writes_valid_outputs(tmp_path, small_checkpoint, 
     for entity in ENTITIES:
         assert rows[entity] == 6, (entity, rows[entity])
     assert rows["/world/map"] >= 1 and rows["/world/trajectory"] >= 1
-    # ground truth is in the folder: accuracy is reported
+    # ground truth is in the folder: accuracy is reported, the pose beside its baselines
     assert {"depth", "pose"} <= set(summary["accuracy"])
-    assert "ATE" in capsys.readouterr().out
+    pose = summary["accuracy"]["pose"]
+    keys = {"ate_rmse", "sim3_scale", "static_ate_rmse", "constant_velocity_ate_rmse", "ate_vs_static"}
+    assert keys <= set(pose)
+    gt = file_interface.read_tum_trajectory_file(str(synthetic_folder / "groundtruth.txt"))
+    gt.reduce_to_ids(np.arange(0, 12, 2))  # the run's frames (stride 2)
+    np.testing.assert_allclose(gt.timestamps, traj.timestamps, atol=1e-4)
+    centres = gt.positions_xyz
+    static = np.sqrt(((centres - centres.mean(0)) ** 2).sum(1).mean())  # closed form (Sim(3))
+    assert pose["static_ate_rmse"] == pytest.approx(static, rel=1e-6)
+    assert pose["ate_vs_static"] == pytest.approx(pose["ate_rmse"] / static, rel=1e-6)
+    _, _, scale = traj.align(gt, correct_scale=True)  # evo's Umeyama on the same pairs
+    assert pose["sim3_scale"] == pytest.approx(scale, rel=1e-4)
+    printed = capsys.readouterr().out
+    assert f"ATE {pose['ate_rmse']:.4f} m (Sim(3))" in printed
+    cv = pose["constant_velocity_ate_rmse"]
+    assert f"static camera {static:.4f} m, constant velocity {cv:.4f} m" in printed
+    assert f"Sim(3) scale {pose['sim3_scale']:.4g}" in printed
 
 
 def test_run_on_video_file_with_known_intrinsics(tmp_path, small_checkpoint, synthetic_folder):
@@ -190,6 +206,8 @@ def test_demo_generates_runs_and_reports_accuracy(tmp_path, small_checkpoint, ca
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 8
     assert {"depth", "pose"} <= set(summary["accuracy"])
+    pose = summary["accuracy"]["pose"]
+    assert f"static camera {pose['static_ate_rmse']:.4f} m" in printed and "Sim(3) scale" in printed
     assert _rrd_rows(out / "demo.rrd")["/world/camera"] == 8
     # the synthetic video is generated once, deterministically, and reused
     (data,) = (out / "data").iterdir()
@@ -199,3 +217,19 @@ def test_demo_generates_runs_and_reports_accuracy(tmp_path, small_checkpoint, ca
         == 0
     )
     assert json.loads((out / "demo_summary.json").read_text())["accuracy"] == summary["accuracy"]
+
+
+def test_pose_line_with_baselines_and_when_the_trajectory_cannot_be_aligned():
+    from recon.commands.run import pose_line
+
+    full = {"ate_rmse": 0.12345, "rpe_trans_rmse": 0.01, "rpe_rot_rmse_deg": 1.5, "frames": 9,
+            "sim3_scale": 0.8, "static_ate_rmse": 0.5, "constant_velocity_ate_rmse": 0.25,
+            "ate_vs_static": 0.2469}
+    assert pose_line(full) == (
+        "pose vs ground truth: ATE 0.1235 m (Sim(3)), RPE 0.0100 m / 1.50 deg over 9 frames; static camera "
+        "0.5000 m, constant velocity 0.2500 m, ATE / static 0.247, Sim(3) scale 0.8"
+    )
+    failed = {"error": "cannot align trajectories", "static_ate_rmse": 0.5,
+              "constant_velocity_ate_rmse": 0.25}
+    assert pose_line(failed) == ("pose vs ground truth: ATE not computed (cannot align trajectories); static "
+                                 "camera 0.5000 m, constant velocity 0.2500 m")
