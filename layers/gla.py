@@ -7,7 +7,7 @@ token by token across frames (a token sees every earlier token and itself):
     q, k     = L2-normalised per head
     g        = clamp(logsigmoid(W_g2 W_g1 x + b_g) / gate_normalizer, min=gate_min)   per key channel
     S_t      = diag(exp g_t) S_{t-1} + k_t v_t^T,   o_t = K^-1/2 q_t^T S_t          (layers.ops.gla)
-               or, with ``delta_rule=True``, the gated delta rule (layers.ops.gated_delta):
+               or, with ``delta_rule=True`` (the default), the gated delta rule (layers.ops.gated_delta):
     S_t      = (I - beta_t k_t k_t^T) diag(exp g_t) S_{t-1} + beta_t k_t v_t^T,  beta = sigmoid(W_b x)
     y        = W_o (RMSNorm_head(o) * sigmoid(W_z x))
 
@@ -61,7 +61,8 @@ class GLAMemory(nn.Module):
         backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``; GLA only (the
             delta rule runs its torch chunked form on any device).
         delta_rule: write with the gated delta rule (per-head write strength ``beta``), as
-            HorizonStream's released model does, instead of the plain additive GLA write.
+            HorizonStream's released model does (the default); ``False`` = the plain additive GLA
+            write.
 
     Example:
         >>> layer = GLAMemory(64, 2)
@@ -84,7 +85,7 @@ class GLAMemory(nn.Module):
         gate_bias_range: tuple[float, float] = (0.0, 6.0),
         chunk_size: int = 64,
         backend: str | None = None,
-        delta_rule: bool = False,
+        delta_rule: bool = True,
     ) -> None:
         super().__init__()
         if dim < 1 or num_heads < 1:

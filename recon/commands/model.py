@@ -42,7 +42,8 @@ def describe(config: str, memory_type: str | None = None) -> dict:
         "memory_blocks": _count(agg.memory_blocks),
         "final_norm": _count(agg.norm),
         "dense_head": _count(model.dense_head),
-        "camera_head": _count(model.camera_head),
+        "camera_trunk": _count(model.camera_trunk),
+        "metric_readout": _count(model.metric_readout),
     }
     return {
         "name": cfg.name,

@@ -33,7 +33,8 @@ class Aggregator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = FrameEmbedding(cfg.dim, cfg.patch_size, cfg.image_size, cfg.num_register_tokens)
+        self.embed = FrameEmbedding(cfg.dim, cfg.patch_size, cfg.image_size, cfg.num_register_tokens,
+                                    cfg.head.pose_slots * cfg.head.pose_tokens_per_slot)
         head_dim = cfg.dim // cfg.num_heads
         self.rope_space = SpatioTemporalRoPE(head_dim, cfg.rope_theta_space, cfg.rope_theta_time, 0.0)
         self.rope_spacetime = SpatioTemporalRoPE(head_dim, cfg.rope_theta_space, cfg.rope_theta_time,
@@ -48,7 +49,7 @@ class Aggregator(nn.Module):
         for i in sorted(cfg.memory.depths):
             layer = build_memory(cfg.memory.type, cfg.dim, mem_heads, **cfg.memory.options)
             if layer is not None:
-                memory[str(i)] = MemoryBlock(cfg.dim, layer)
+                memory[str(i)] = MemoryBlock(cfg.dim, layer, cfg.mlp_ratio, cfg.memory.layer_scale)
         self.memory_blocks = nn.ModuleDict(memory)
         self.norm = nn.LayerNorm(cfg.dim)
 
@@ -80,8 +81,7 @@ class Aggregator(nn.Module):
              new windows; new memory caches).
         """
         B, T = video.shape[:2]
-        is_first = (frame_index + torch.arange(T, device=video.device) == 0).repeat(B)
-        x = self.embed(video.flatten(0, 1), is_first)
+        x = self.embed(video.flatten(0, 1))
         x = x.view(B, T, *x.shape[1:])
         pos = self.embed.pos_yx
         new_windows, new_memory, levels = [], [], {}

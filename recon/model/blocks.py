@@ -63,19 +63,31 @@ class LocalBlock(nn.Module):
 
 
 class MemoryBlock(nn.Module):
-    """x + memory(norm(x)): a long-range memory layer (layers/memory.py protocol), pre-norm residual.
+    """A full memory block: ``x + ls1 * memory(norm(x))``, then ``x + ls2 * MLP(norm(x))``.
 
-    The layer sees every token of every frame ([B, T, N, C]); its state is float32 regardless of
-    autocast (the layers keep it so).
+    ``memory`` is a long-range memory layer (layers/memory.py protocol) that sees every token of
+    every frame ([B, T, N, C]); its state is float32 regardless of autocast (the layers keep it so).
+    ``ls1, ls2`` are per-channel LayerScale vectors starting at ``layer_scale`` (HorizonStream uses
+    0.01), so a new block starts close to the identity and the pretrained path is undisturbed.
+
+    Args:
+        dim: token width C.
+        layer: the memory mixer.
+        mlp_ratio: MLP hidden width / dim.
+        layer_scale: initial LayerScale value.
     """
 
-    def __init__(self, dim: int, layer: nn.Module) -> None:
+    def __init__(self, dim: int, layer: nn.Module, mlp_ratio: float, layer_scale: float) -> None:
         super().__init__()
         self.norm, self.layer = nn.LayerNorm(dim), layer
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, mlp_ratio)
+        self.ls1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
+        self.ls2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> Any:
         return self.layer.init_cache(batch_size, device)
 
     def forward(self, x: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         y, cache = self.layer(self.norm(x), cache)
-        return x + y.to(x.dtype), cache
+        x = x + self.ls1.to(x.dtype) * y.to(x.dtype)
+        return x + self.ls2.to(x.dtype) * self.mlp(self.norm2(x)), cache

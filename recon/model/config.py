@@ -24,6 +24,17 @@ from recon.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 
+# Version of the network's design. 1: one camera token read as cam2world relative to frame 0, a
+# depth-only scale token. 2: pose tokens per window slot + camera trunk (window-relative poses),
+# online motion averaging, a metric readout token scaling depth and translation, full memory blocks.
+# A checkpoint of another version is refused by name (recon.checkpoint), never loaded half-way.
+ARCHITECTURE_VERSION = 2
+ARCHITECTURES = {
+    1: "single camera token (cam2world relative to frame 0), depth-only scale token, residual memory layers",
+    2: "window-relative pose tokens + camera trunk, online motion averaging, metric readout token, "
+       "full memory blocks",
+}
+
 
 @dataclass
 class MemoryConfig:
@@ -34,12 +45,14 @@ class MemoryConfig:
         depths: aggregator block indices (0-based) after which a memory layer is inserted.
         num_heads: heads of the memory layers (default: the model's).
         options: keyword options of the memory layer's constructor (checked against its signature).
+        layer_scale: initial LayerScale of the memory blocks' two residual branches (mixer, MLP).
     """
 
     type: str = "gla"
     depths: list[int] = field(default_factory=lambda: [1, 3])
     num_heads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    layer_scale: float = 0.01
 
 
 @dataclass
@@ -50,13 +63,25 @@ class HeadConfig:
         features: channels of the dense (depth/confidence) head.
         levels: aggregator block indices whose outputs feed the dense head (shallow to deep).
         depth_activation: ``exp`` or ``softplus`` (log-depth plus the scale token's log-scale).
-        camera_hidden: hidden width of the camera head MLP.
+        camera_hidden: hidden width of the camera trunk's MLPs.
+        pose_slots: S, the number of earlier frames (``t - 1 .. t - S``) whose pose relative to the
+            current frame is predicted; ``1 <= S <= window - 1``; None = ``window - 1`` (resolved
+            when the config is loaded).
+        pose_tokens_per_slot: G, pose tokens per slot (a frame carries ``S * G`` pose tokens).
+        camera_trunk_depth: transformer blocks of the camera trunk over a frame's pose tokens.
+        scale_ema: floor of the metric scale's streaming average weight: the log-scale is the
+            running mean of the per-frame readouts for the first ``1 / scale_ema`` frames, then an
+            EMA with this weight (1 = no smoothing).
     """
 
     features: int = 64
     levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     depth_activation: str = "exp"
     camera_hidden: int = 256
+    pose_slots: int | None = None
+    pose_tokens_per_slot: int = 1
+    camera_trunk_depth: int = 2
+    scale_ema: float = 0.05
 
 
 @dataclass
@@ -79,6 +104,7 @@ class ModelConfig:
         autocast: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (CPU always runs fp32).
         memory: long-range memory layers.
         head: prediction heads.
+        architecture: design version (:data:`ARCHITECTURE_VERSION`; checkpoints record it).
     """
 
     name: str = "tiny"
@@ -89,13 +115,14 @@ class ModelConfig:
     num_heads: int = 3
     mlp_ratio: float = 4.0
     num_register_tokens: int = 2
-    window: int = 4
+    window: int = 8
     rope_theta_space: float = 100.0
     rope_theta_time: float = 100.0
     rope_time_fraction: float = 0.25
     autocast: str = "bf16"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    architecture: int = ARCHITECTURE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-serialisable)."""
@@ -174,6 +201,8 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     if bad or len(set(mem.depths)) != len(mem.depths):
         raise ConfigError(
             f"model.memory.depths {mem.depths}: expected distinct block indices in [0, {cfg.depth})")
+    if not 0.0 < mem.layer_scale <= 1.0:
+        raise ConfigError(f"model.memory.layer_scale {mem.layer_scale}: expected a value in (0, 1]")
     heads = mem.num_heads or cfg.num_heads
     if cfg.dim % heads:
         raise ConfigError(f"model.memory.num_heads {heads} does not divide dim {cfg.dim}")
@@ -187,7 +216,23 @@ def validate(cfg: ModelConfig) -> ModelConfig:
                 f"model.memory.options: unknown key {key!r} for type {mem.type!r}; valid keys: "
                 f"{', '.join(sorted(valid)) or '(none)'}"
             )
+    if cfg.architecture != ARCHITECTURE_VERSION:
+        raise ConfigError(
+            f"model.architecture {cfg.architecture}: this streamrecon builds architecture "
+            f"{ARCHITECTURE_VERSION} ({ARCHITECTURES[ARCHITECTURE_VERSION]}) only")
     head = cfg.head
+    if head.pose_slots is None:
+        head.pose_slots = cfg.window - 1
+    if not 1 <= head.pose_slots <= cfg.window - 1:
+        raise ConfigError(
+            f"model.head.pose_slots {head.pose_slots}: expected 1 .. window - 1 = {cfg.window - 1} "
+            f"(a slot is an earlier frame of the local window; window >= 2)")
+    if head.pose_tokens_per_slot < 1 or head.camera_trunk_depth < 0:
+        raise ConfigError(
+            f"model.head: pose_tokens_per_slot ({head.pose_tokens_per_slot}) must be >= 1 and "
+            f"camera_trunk_depth ({head.camera_trunk_depth}) >= 0")
+    if not 0.0 < head.scale_ema <= 1.0:
+        raise ConfigError(f"model.head.scale_ema {head.scale_ema}: expected a weight in (0, 1]")
     if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):
         raise ConfigError(f"model.head.levels {head.levels}: expected block indices in [0, {cfg.depth})")
     if head.depth_activation not in ("exp", "softplus"):

@@ -1,10 +1,11 @@
-"""Per-frame tokenisation: ImageNet normalisation, patch embedding, camera/scale/register tokens.
+"""Per-frame tokenisation: ImageNet normalisation, patch embedding, pose/metric/register tokens.
 
-A frame becomes ``N = 2 + R + h*w`` tokens, in this order: camera token, scale token, R register
-tokens, then the ``h x w`` patch tokens in row-major order (``h = H / patch``, ``w = W / patch``).
-The camera token has two learned values: one for the first frame of a sequence (the reference
-camera that defines the world frame) and one for every later frame. RoPE positions: special
-tokens sit at (0, 0); patch (i, j) at (i + 1, j + 1).
+A frame becomes ``N = S * G + 1 + R + h*w`` tokens, in this order: ``S * G`` pose tokens (G per
+window slot ``j = 1 .. S``, slot-major: tokens ``(j - 1) * G .. j * G - 1`` belong to frame
+``t - j``), the metric readout token, R register tokens, then the ``h x w`` patch tokens in
+row-major order (``h = H / patch``, ``w = W / patch``). Every special token is a learned vector,
+the same for every frame. RoPE positions: special tokens sit at (0, 0); patch (i, j) at
+(i + 1, j + 1).
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ class FrameEmbedding(nn.Module):
         patch_size: square patch side p in pixels; H and W must be multiples of p.
         image_size: (H, W) of the input frames.
         num_register_tokens: R extra learned tokens per frame (attention sinks).
+        num_pose_tokens: S * G pose tokens per frame.
     """
 
     def __init__(self, dim: int, patch_size: int, image_size: tuple[int, int],
-                 num_register_tokens: int) -> None:
+                 num_register_tokens: int, num_pose_tokens: int) -> None:
         super().__init__()
         H, W = image_size
         self.patch_size, self.grid = patch_size, (H // patch_size, W // patch_size)
-        self.num_special = 2 + num_register_tokens
+        self.num_pose = num_pose_tokens
+        self.metric_index = num_pose_tokens                  # position of the metric readout token
+        self.num_special = num_pose_tokens + 1 + num_register_tokens
         self.patch = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-        self.camera_token = nn.Parameter(torch.randn(2, dim) * 0.02)  # [first frame, later frames]
-        self.scale_token = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.pose_tokens = nn.Parameter(torch.randn(num_pose_tokens, dim) * 0.02)
+        self.metric_token = nn.Parameter(torch.randn(1, dim) * 0.02)
         self.register_tokens = nn.Parameter(torch.randn(num_register_tokens, dim) * 0.02)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -48,19 +52,16 @@ class FrameEmbedding(nn.Module):
         """Tokens per frame, N."""
         return self.num_special + self.grid[0] * self.grid[1]
 
-    def forward(self, images: torch.Tensor, is_first: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Tokenise frames.
 
         Args:
             images: [M, 3, H, W] RGB in [0, 1] (M = B * T frames).
-            is_first: [M] bool, True where the frame is frame 0 of its sequence.
 
         Returns:
             [M, N, C] tokens.
         """
         x = self.patch((images - self.mean) / self.std).flatten(2).transpose(1, 2)   # [M, h*w, C]
         M = x.shape[0]
-        cam = torch.where(is_first.view(M, 1), self.camera_token[0], self.camera_token[1])
-        special = torch.cat((cam.unsqueeze(1), self.scale_token.expand(M, 1, -1),
-                             self.register_tokens.expand(M, -1, -1)), dim=1)
-        return torch.cat((special.to(x.dtype), x), dim=1)
+        special = torch.cat((self.pose_tokens, self.metric_token, self.register_tokens)).to(x.dtype)
+        return torch.cat((special.expand(M, -1, -1), x), dim=1)

@@ -1,9 +1,12 @@
-"""Prediction heads: dense depth + confidence, and the camera (pose and field of view).
+"""Prediction heads: dense depth + confidence, the camera trunk (window-relative poses and field of
+view) and the metric readout.
 
-Both heads work on each frame on its own (no state), so the clip path and the streaming step
-share them unchanged.
+Every head works on each frame on its own (no state), so the clip path and the streaming step
+share them unchanged; the stateful part of the readout (scale smoothing, motion averaging) is in
+:mod:`recon.model.readout`.
 
-Token layout per frame (see :mod:`recon.model.embed`): ``[camera, scale, registers..., patches]``.
+Token layout per frame (see :mod:`recon.model.embed`): ``[pose tokens (S * G), metric, registers...,
+patches]``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# pose_enc layout: translation (3, metres, camera-to-world of the first camera's frame),
-# quaternion (4, w x y z order, cam2world rotation), fov_h, fov_w (radians).
-POSE_ENC_DIM = 9
-
 
 class _ResidualConv(nn.Module):
     """x + conv(gelu(conv(gelu(x)))) at constant resolution."""
@@ -40,8 +38,8 @@ class DenseHead(nn.Module):
     power of two) bring the map to full resolution, where a few convolutions of the
     (normalised) image add edge detail. Outputs:
 
-    - depth = act(log_depth_map + log_scale) metres, ``act`` = exp (or softplus of the sum),
-      ``log_scale`` one scalar per frame read from the scale token;
+    - depth in the model's unit scale = act(log_depth_map), ``act`` = exp (or softplus); the
+      metric readout's scale multiplies it into metres (:class:`recon.model.StreamReconModel`);
     - confidence = 1 + exp(c) (>= 1).
 
     Args:
@@ -68,19 +66,16 @@ class DenseHead(nn.Module):
                                         nn.Conv2d(chans[-1], chans[-1], 3, padding=1))
         self.out = nn.Sequential(nn.Conv2d(chans[-1], chans[-1], 3, padding=1), nn.GELU(),
                                  nn.Conv2d(chans[-1], 2, 1))
-        self.scale = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
 
-    def forward(self, levels: list[torch.Tensor], final: torch.Tensor, images: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, levels: list[torch.Tensor], images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict depth and confidence.
 
         Args:
             levels: per level, tokens [M, N, C] (M frames).
-            final: final normalised tokens [M, N, C] (token 1 is the scale token).
             images: [M, 3, H, W] ImageNet-normalised images.
 
         Returns:
-            (depth [M, H, W] > 0 metres, confidence [M, H, W] >= 1).
+            (depth [M, H, W] > 0 in unit scale, confidence [M, H, W] >= 1).
         """
         M = images.shape[0]
         h, w = self.grid
@@ -95,18 +90,72 @@ class DenseHead(nn.Module):
             feat = F.interpolate(feat, size=images.shape[-2:], mode="bilinear", align_corners=False)
         feat = feat + self.image_conv(images.to(feat.dtype))
         raw = self.out(feat).float()                                            # [M, 2, H, W]
-        log_scale = self.scale(final[:, 1]).float().view(M, 1, 1)
-        z = raw[:, 0] + log_scale
+        z = raw[:, 0]
         depth = torch.exp(z.clamp(-12.0, 12.0)) if self.depth_activation == "exp" else F.softplus(z) + 1e-6
         conf = 1.0 + torch.exp(raw[:, 1].clamp(max=20.0))
         return depth, conf
 
 
-class CameraHead(nn.Module):
-    """Camera token -> pose_enc [translation 3, quat_wxyz 4, fov_h, fov_w].
+class CameraTrunk(nn.Module):
+    """A frame's pose tokens -> its poses relative to the last S frames, and its field of view.
 
-    The pose is cam2world relative to the first frame (world = first camera, OpenCV axes). The
-    quaternion is normalised with w >= 0; fields of view are in (0, pi) radians.
+    The ``S * G`` pose tokens of a frame (slot-major, see :mod:`recon.model.embed`) go through
+    ``depth`` pre-norm transformer blocks among themselves; the G tokens of slot ``j`` are averaged
+    and an MLP reads the pose of the current frame ``t`` in the camera of frame ``t - j``
+    (``inv(cam2world[t - j]) @ cam2world[t]``, OpenCV axes): a translation in the model's unit
+    scale (the metric readout multiplies it) and a unit quaternion (w x y z, w >= 0) that starts
+    near the identity. The mean of all pose tokens gives (fov_h, fov_w) in (0, pi) radians.
+
+    Args:
+        dim: token width C.
+        slots: S.
+        tokens_per_slot: G.
+        depth: transformer blocks.
+        hidden: MLP hidden width (blocks and readouts).
+        num_heads: attention heads of the blocks.
+    """
+
+    def __init__(self, dim: int, slots: int, tokens_per_slot: int, depth: int, hidden: int,
+                 num_heads: int) -> None:
+        super().__init__()
+        self.slots, self.tokens_per_slot = slots, tokens_per_slot
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, num_heads, hidden, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.pose = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 7))
+        self.fov = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        for readout in (self.pose, self.fov):  # start near zero motion, identity rotation, ~60 degrees
+            nn.init.normal_(readout[-1].weight, std=1e-3)
+            nn.init.zeros_(readout[-1].bias)
+
+    def forward(self, pose_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Read the window poses.
+
+        Args:
+            pose_tokens: [M, S * G, C] (M frames).
+
+        Returns:
+            (translation [M, S, 3] in unit scale, quaternion wxyz [M, S, 4] unit with w >= 0,
+             fov [M, 2] (fov_h, fov_w) radians), float32.
+        """
+        x = pose_tokens
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        M = x.shape[0]
+        per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2)
+        raw = self.pose(per_slot).float()                                       # [M, S, 7]
+        q = raw[..., 3:] + raw.new_tensor([1.0, 0.0, 0.0, 0.0])
+        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        q = torch.where(q[..., :1] < 0, -q, q)
+        fov = math.pi * torch.sigmoid(self.fov(x.mean(1)).float() - 0.7)         # ~ 60 degrees at init
+        return raw[..., :3], q, fov
+
+
+class MetricReadout(nn.Module):
+    """The metric readout token -> one log-scale per frame (``s = exp``, before streaming smoothing).
 
     Args:
         dim: token width C.
@@ -115,15 +164,8 @@ class CameraHead(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, POSE_ENC_DIM))
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def forward(self, camera_token: torch.Tensor) -> torch.Tensor:
-        """camera_token: [M, C] -> pose_enc [M, 9] float32."""
-        raw = self.mlp(camera_token).float()
-        t = raw[:, :3]
-        q = raw[:, 3:7] + raw.new_tensor([1.0, 0.0, 0.0, 0.0])  # starts near the identity
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        q = torch.where(q[:, :1] < 0, -q, q)
-        fov = math.pi * torch.sigmoid(raw[:, 7:9] - 0.7)         # ~ 60 degrees at init
-        return torch.cat((t, q, fov), dim=-1)
+    def forward(self, token: torch.Tensor) -> torch.Tensor:
+        """token: [M, C] -> log-scale [M] float32."""
+        return self.mlp(token).float().squeeze(-1)

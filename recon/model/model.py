@@ -11,27 +11,35 @@ from recon.errors import ShapeError
 from recon.geometry import transform_points, unproject_depth
 from recon.model.aggregator import Aggregator
 from recon.model.config import ModelConfig
-from recon.model.heads import CameraHead, DenseHead
+from recon.geometry import rotmat_to_quat_wxyz
+from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
-from recon.model.pose_enc import IDENTITY_POSE7, fov_to_intrinsics, pose_enc_to_cam2world
+from recon.model.pose_enc import fov_to_intrinsics
+from recon.model.readout import empty_pose_history, stream_pose_readout
 from recon.model.state import StreamState
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StreamReconModel(nn.Module):
-    """Aggregator (frame / local spatiotemporal / memory blocks) + dense head + camera head.
+    """Aggregator (frame / local spatiotemporal / memory blocks) + dense head + camera trunk +
+    metric readout, and the stateful pose readout (scale smoothing, online motion averaging).
 
-    Outputs (``forward``; ``step`` returns the same keys without the T axis), float32:
+    Outputs (``forward``; ``step`` returns the same keys without the T axis), float32; S is
+    ``cfg.head.pose_slots``:
 
-    - ``depth`` [B, T, H, W]: z-depth in metres, > 0.
+    - ``depth`` [B, T, H, W]: z-depth in metres, > 0 (unit-scale depth times ``metric_scale``).
     - ``depth_conf`` [B, T, H, W]: confidence, >= 1.
     - ``K`` [B, T, 3, 3]: intrinsics in pixels (OpenCV); the given ``K`` when passed in.
     - ``cam2world`` [B, T, 4, 4]: camera-to-world, world = the first frame's camera (OpenCV axes);
-      frame 0 is the identity by construction.
+      frame 0 is the identity; later frames from online motion averaging of the window poses.
+    - ``window_cam2world`` [B, T, S, 4, 4]: slot ``j - 1`` is frame t in the camera of frame
+      ``t - j`` (``inv(cam2world[t - j]) @ cam2world[t]`` for a perfect model), metres; slots of
+      frames before 0 are predicted but unused.
+    - ``metric_scale`` [B, T]: the smoothed scale s > 0 of depth and translation (metres per unit).
     - ``world_points`` [B, T, H, W, 3]: ``cam2world * unproject(depth, K)``, metres, world frame.
-    - ``pose_enc`` [B, T, 9]: the camera head's prediction: translation (3), quaternion wxyz (4),
-      fov_h, fov_w (radians); frame 0's pose part is the identity.
+    - ``pose_enc`` [B, T, 9]: ``cam2world`` as translation (3), quaternion wxyz (4, w >= 0), then
+      the predicted fov_h, fov_w (radians).
 
     Args:
         cfg: the architecture (see :class:`recon.model.config.ModelConfig`).
@@ -42,16 +50,25 @@ class StreamReconModel(nn.Module):
         self.cfg = cfg
         self.signature = cfg.signature()
         self.aggregator = Aggregator(cfg)
-        self.dense_head = DenseHead(cfg.dim, cfg.head.features, len(cfg.head.levels), cfg.patch_size,
+        head = cfg.head
+        self.dense_head = DenseHead(cfg.dim, head.features, len(head.levels), cfg.patch_size,
                                     self.aggregator.embed.num_special, self.aggregator.embed.grid,
-                                    cfg.head.depth_activation)
-        self.camera_head = CameraHead(cfg.dim, cfg.head.camera_hidden)
+                                    head.depth_activation)
+        self.camera_trunk = CameraTrunk(cfg.dim, head.pose_slots, head.pose_tokens_per_slot,
+                                        head.camera_trunk_depth, head.camera_hidden, cfg.num_heads)
+        self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
+
+    @property
+    def pose_slots(self) -> int:
+        """S, the earlier frames of the window each frame predicts its relative pose to."""
+        return self.cfg.head.pose_slots
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> StreamState:
         """The state before the first frame of ``batch_size`` sequences."""
         device = device if device is not None else next(self.parameters()).device
         windows, memory = self.aggregator.init_caches(batch_size, device)
-        return StreamState(0, batch_size, windows, memory, self.signature)
+        poses = empty_pose_history(batch_size, self.pose_slots, device)
+        return StreamState(0, batch_size, windows, memory, poses, self.signature)
 
     def forward(self, video: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Whole clip in parallel: video [B, T, 3, H, W] RGB in [0, 1]; K [B, 3, 3] or [B, T, 3, 3]."""
@@ -90,21 +107,27 @@ class StreamReconModel(nn.Module):
             levels, final, windows, memory = self.aggregator(
                 video, state.frame_index, state.windows, state.memory)
         with torch.autocast(video.device.type, enabled=False):
-            images = (video.flatten(0, 1).float() - self.aggregator.embed.mean) / self.aggregator.embed.std
-            depth, conf = self.dense_head([x.flatten(0, 1).float() for x in levels],
-                                          final.flatten(0, 1).float(), images)
-            pose_enc = self.camera_head(final[:, :, 0].flatten(0, 1).float()).view(B, T, 9)
-            is_first = (state.frame_index + torch.arange(T, device=video.device) == 0).view(1, T, 1)
-            pose7 = torch.where(is_first, pose_enc.new_tensor(IDENTITY_POSE7), pose_enc[..., :7])
-            pose_enc = torch.cat((pose7, pose_enc[..., 7:]), dim=-1)
-            K_out = K_in if K_in is not None else fov_to_intrinsics(pose_enc[..., 7], pose_enc[..., 8], H, W)
-            cam2world = pose_enc_to_cam2world(pose_enc)
-            depth, conf = depth.view(B, T, H, W), conf.view(B, T, H, W)
+            embed, S = self.aggregator.embed, self.pose_slots
+            images = (video.flatten(0, 1).float() - embed.mean) / embed.std
+            unit_depth, conf = self.dense_head([x.flatten(0, 1).float() for x in levels], images)
+            final = final.float()
+            trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1))
+            raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
+            cam2world, scale, window, poses = stream_pose_readout(
+                raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
+                state.frame_index, self.cfg.head.scale_ema)
+            fov = fov.view(B, T, 2)
+            K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
+            depth = unit_depth.view(B, T, H, W) * scale[..., None, None]
+            conf = conf.view(B, T, H, W)
             points = unproject_depth(depth, K_out)                                      # [B, T, H, W, 3]
             world = transform_points(cam2world, points.view(B, T, H * W, 3)).view(B, T, H, W, 3)
+            pose_enc = torch.cat((cam2world[..., :3, 3], rotmat_to_quat_wxyz(cam2world[..., :3, :3]), fov), -1)
         out = {"depth": depth, "depth_conf": conf, "K": K_out, "cam2world": cam2world,
-               "world_points": world, "pose_enc": pose_enc}
-        new_state = StreamState(state.frame_index + T, B, windows, memory, self.signature, dict(state.meta))
+               "window_cam2world": window, "metric_scale": scale, "world_points": world,
+               "pose_enc": pose_enc}
+        new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
+                                dict(state.meta))
         return out, new_state
 
 

@@ -8,6 +8,8 @@ holds everything the model remembers about the past:
   frames for local spatiotemporal attention (fixed size: a sliding window, oldest frame first);
 - ``memory``: one cache per memory layer, in the layer's own dataclass (fixed size for every type
   but ``causal_attention``, whose key/value cache grows by one frame per step);
+- ``poses``: the pose readout's :class:`PoseHistory` (the fixed absolute poses of the last S frames
+  for online motion averaging, the smoothed metric log-scale, the count of fusion fallbacks);
 - ``signature``: a hash of the model's architecture config, so a state made by another model is
   rejected with :class:`recon.errors.ShapeError` instead of failing deep inside a layer.
 
@@ -42,6 +44,23 @@ class KVWindow:
 
 
 @dataclass
+class PoseHistory:
+    """What the pose readout carries: fixed absolute poses of the last S frames and the scale.
+
+    Attributes:
+        cam2world: [B, S, 4, 4] float32 camera-to-world (world = the first camera, OpenCV axes) of
+            frames ``frame_index - 1 .. frame_index - S`` (newest first); identity for frames < 0.
+        log_scale: [B] float32 smoothed metric log-scale after the last frame (0 before frame 0).
+        fallbacks: [B] int64, frames whose pose fell back to the previous pose because no
+            relative estimate of the window was finite.
+    """
+
+    cam2world: torch.Tensor
+    log_scale: torch.Tensor
+    fallbacks: torch.Tensor
+
+
+@dataclass
 class StreamState:
     """Everything a streaming model carries from one frame to the next.
 
@@ -50,6 +69,7 @@ class StreamState:
         batch_size: B of the sequences this state belongs to.
         windows: per aggregator block, the local-attention key/value window.
         memory: per memory layer (in depth order), that layer's cache object.
+        poses: the pose readout's history (motion averaging, metric scale).
         signature: architecture hash of the model that created the state.
     """
 
@@ -57,6 +77,7 @@ class StreamState:
     batch_size: int
     windows: list[KVWindow]
     memory: list[Any]
+    poses: PoseHistory
     signature: str
     meta: dict = field(default_factory=dict)
 

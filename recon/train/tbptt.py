@@ -81,7 +81,9 @@ def run_segments(
         cfg: segmenting.
         loss_fn: ``loss_fn(outputs, segment_batch, first_cam2world)`` -> dict with ``loss`` (scalar);
             ``first_cam2world`` is None for the first segment and the clip's frame-0 pose [B, 4, 4]
-            for later ones (the model's world stays the clip's first camera).
+            for later ones (the model's world stays the clip's first camera). ``segment_batch``
+            also holds ``previous_cam2world`` [B, P, 4, 4], the poses of the up to S frames before
+            the segment (so window pairs across a segment boundary are trained).
         backward: called once per group of K segments on the group's summed loss (e.g.
             ``LightningModule.manual_backward``); None = no backpropagation (evaluation).
         intrinsics: pass the batch's ``K`` to the model instead of letting it predict intrinsics.
@@ -94,12 +96,14 @@ def run_segments(
     B, T = batch["video"].shape[:2]
     bounds = segment_bounds(T, cfg.segment_length)
     state = net.init_state(B, device=batch["video"].device)
+    slots = net.pose_slots
     first_pose = batch["cam2world"][:, 0]
     totals: dict[str, torch.Tensor] = {}
     outputs: list[dict[str, torch.Tensor]] = []
     group_loss = None
     for index, (start, stop) in enumerate(bounds):
         seg = slice_frames(batch, start, stop)
+        seg["previous_cam2world"] = batch["cam2world"][:, max(0, start - slots):start]
         out, state = net.run(seg["video"], state, seg["K"] if intrinsics else None)
         terms = loss_fn(out, seg, None if start == 0 else first_pose)
         weight = (stop - start) / T

@@ -19,7 +19,7 @@ from recon.model import build_model
 from recon.model.config import load_model_config
 
 MICRO = {"image_size": [32, 48], "dim": 48, "depth": 2, "num_heads": 2, "window": 2,
-         "head": {"features": 16, "levels": [0, 1], "camera_hidden": 32}}
+         "head": {"features": 16, "levels": [0, 1], "camera_hidden": 32, "pose_slots": 1}}
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,10 @@ from recon.train.losses import (
     depth_gradient_loss,
     gt_points_first_camera,
     gt_relative_to_first,
+    mean_depth,
     reconstruction_loss,
     rotation_geodesic,
-    scene_scale,
+    window_pairs_gt,
 )
 
 
@@ -55,19 +56,35 @@ def _plane_clip(H=12, W=16, T=3, plane_z=4.0, seed=0):
     return batch, truth[None].float()
 
 
-def _perfect_prediction(batch, scale: float = 1.0) -> dict:
+def _window_loop(cam2world: torch.Tensor, slots: int) -> torch.Tensor:
+    """Window poses by a plain loop: [B, T, S, 4, 4], slot j-1 = inv(P[t-j]) P[t] (identity if t < j)."""
+    B, T = cam2world.shape[:2]
+    out = torch.eye(4).repeat(B, T, slots, 1, 1)
+    for b in range(B):
+        for t in range(T):
+            for j in range(1, slots + 1):
+                if t - j >= 0:
+                    out[b, t, j - 1] = (torch.linalg.inv(cam2world[b, t - j].double())
+                                        @ cam2world[b, t].double()).float()
+    return out
+
+
+def _perfect_prediction(batch, scale: float = 1.0, slots: int = 2) -> dict:
     """Model-style outputs equal to the ground truth, uniformly scaled by ``scale``."""
     rel = gt_relative_to_first(batch["cam2world"])
     pts = gt_points_first_camera(batch["depth"], batch["K"], rel)
     B, T, H, W = batch["depth"].shape
     cam2world = rel.clone()
     cam2world[..., :3, 3] *= scale
+    window = _window_loop(batch["cam2world"], slots)
+    window[..., :3, 3] *= scale
     fov_h = 2 * torch.atan((H / 2) / batch["K"][..., 1, 1])
     fov_w = 2 * torch.atan((W / 2) / batch["K"][..., 0, 0])
     pose_enc = torch.zeros(B, T, 9)
     pose_enc[..., 7], pose_enc[..., 8] = fov_h, fov_w
     return {"depth": batch["depth"] * scale, "depth_conf": torch.ones(B, T, H, W),
-            "world_points": pts * scale, "cam2world": cam2world, "pose_enc": pose_enc}
+            "world_points": pts * scale, "cam2world": cam2world, "window_cam2world": window,
+            "pose_enc": pose_enc}
 
 
 def test_gt_relative_to_first_is_identity_at_frame_zero_and_matches_inverse():
@@ -84,14 +101,24 @@ def test_gt_points_land_on_the_analytic_plane_in_the_first_camera_frame():
     torch.testing.assert_close(pts, truth, atol=2e-4, rtol=1e-4)
 
 
-def test_scene_scale_is_mean_distance_of_valid_points():
-    pts = torch.zeros(1, 1, 1, 3, 3)
-    pts[0, 0, 0, 0] = torch.tensor([3.0, 4.0, 0.0])   # distance 5
-    pts[0, 0, 0, 1] = torch.tensor([0.0, 0.0, 1.0])   # distance 1
-    pts[0, 0, 0, 2] = torch.tensor([100.0, 0.0, 0.0])  # invalid
+def test_mean_depth_is_mean_of_valid_pixels():
+    depth = torch.tensor([[[[5.0, 1.0, 100.0]]]])
     valid = torch.tensor([[[[True, True, False]]]])
-    assert scene_scale(pts, valid).item() == pytest.approx(3.0)
-    assert scene_scale(pts, torch.zeros_like(valid)).item() == pytest.approx(1.0)
+    assert mean_depth(depth, valid).item() == pytest.approx(3.0)
+    assert mean_depth(depth, torch.zeros_like(valid)).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("previous", [0, 1, 3], ids=["no-previous", "1-previous", "3-previous"])
+def test_window_pairs_match_a_loop_across_segment_boundaries(previous):
+    batch, _ = _plane_clip(T=6, seed=5)
+    poses = batch["cam2world"]
+    rel, valid = window_pairs_gt(poses[:, previous:], poses[:, :previous] if previous else None, 3)
+    expected = _window_loop(poses, 3)[:, previous:]
+    for t in range(6 - previous):
+        for j in range(1, 4):
+            assert bool(valid[t, j - 1]) == (previous + t - j >= 0)
+            if valid[t, j - 1]:
+                torch.testing.assert_close(rel[0, t, j - 1], expected[0, t, j - 1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["scalar-residual", "point-residual"])
@@ -152,8 +179,9 @@ def test_rotation_geodesic_has_finite_gradient_at_identity():
 @pytest.mark.parametrize("scale", [1.0, 0.37, 5.0], ids=["same-scale", "scale-0.37", "scale-5"])
 def test_perfect_prediction_up_to_scale_has_zero_scale_invariant_loss(scale):
     batch, _ = _plane_clip()
-    out = reconstruction_loss(_perfect_prediction(batch, scale), batch, LossConfig())
-    for key in ("depth", "points", "gradient", "camera_translation", "camera_rotation", "camera_fov"):
+    out = reconstruction_loss(_perfect_prediction(batch, scale), batch, LossConfig(camera_absolute=1.0))
+    for key in ("depth", "points", "gradient", "camera_translation", "camera_rotation", "camera_absolute",
+                "camera_fov"):
         assert out[key].item() == pytest.approx(0.0, abs=2e-5), key
     assert out["loss"].item() == pytest.approx(0.0, abs=1e-4)
     assert out["scale_ratio"].item() == pytest.approx(scale, rel=1e-5)
@@ -170,14 +198,23 @@ def test_metric_scale_loss_is_log_of_scale_error_and_only_for_metric_datasets():
 
 
 def test_errors_raise_the_loss_by_the_hand_computed_amount():
-    """One frame-1 rotation error of 0.1 rad and a depth error on one pixel, hand-checked."""
+    """A 0.1 rad error on the one window pair of a 2-frame clip, the same on the absolute pose,
+    a translation error of one mean depth, and a confidence of 2 everywhere, hand-checked."""
     batch, _ = _plane_clip(T=2)
     pred = _perfect_prediction(batch)
     R_err = torch.from_numpy(Rotation.from_rotvec([0.0, 0.1, 0.0]).as_matrix()).float()
-    pred["cam2world"][0, 1, :3, :3] = pred["cam2world"][0, 1, :3, :3] @ R_err
-    cfg = LossConfig()
+    pred["window_cam2world"][0, 1, 0, :3, :3] = pred["window_cam2world"][0, 1, 0, :3, :3] @ R_err
+    cfg = LossConfig(camera_absolute=1.0)
     out = reconstruction_loss(pred, batch, cfg)
-    assert out["camera_rotation"].item() == pytest.approx(0.1, rel=1e-4)
+    assert out["camera_rotation"].item() == pytest.approx(0.1, rel=1e-4)  # 1 valid pair of 2 slots x 2 frames
+    assert out["camera_absolute"].item() == pytest.approx(0.0, abs=1e-5)
+    pred = _perfect_prediction(batch)
+    pred["cam2world"][0, 1, :3, :3] = pred["cam2world"][0, 1, :3, :3] @ R_err
+    assert reconstruction_loss(pred, batch, cfg)["camera_absolute"].item() == pytest.approx(0.1, rel=1e-4)
+    pred = _perfect_prediction(batch)
+    scale = mean_depth(batch["depth"], batch["depth"] > 0).item()
+    pred["window_cam2world"][0, 1, 0, 0, 3] += scale                       # one mean depth along x
+    assert reconstruction_loss(pred, batch, cfg)["camera_translation"].item() == pytest.approx(1.0, rel=1e-4)
     # Confidence 2 everywhere: depth term = 0 * 2 - alpha * log 2 on every pixel.
     pred = _perfect_prediction(batch)
     pred["depth_conf"] = torch.full_like(pred["depth_conf"], 2.0)
@@ -192,7 +229,7 @@ def test_loss_gradients_reach_every_prediction_and_are_finite():
     leaves = {k: (v + 0.05 * torch.randn(v.shape, generator=g)).requires_grad_() for k, v in pred.items()
               if k != "depth_conf"}
     leaves["depth_conf"] = (1.5 + torch.rand(pred["depth_conf"].shape, generator=g)).requires_grad_()
-    out = reconstruction_loss(leaves, batch, LossConfig(metric_scale=0.1))
+    out = reconstruction_loss(leaves, batch, LossConfig(metric_scale=0.1, camera_absolute=0.5))
     out["loss"].backward()
     for key, leaf in leaves.items():
         assert leaf.grad is not None and torch.isfinite(leaf.grad).all(), key

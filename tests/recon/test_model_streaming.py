@@ -35,11 +35,12 @@ BOUNDED_VARIANTS = [
     pytest.param(p.values[0], {**p.values[1], **SHORT_MEMORY.get(p.id, {})}, id=p.id)
     for p in MEMORY_VARIANTS[:-1]
 ]
-KEYS = ("depth", "depth_conf", "K", "cam2world", "world_points", "pose_enc")
+KEYS = ("depth", "depth_conf", "K", "cam2world", "window_cam2world", "metric_scale", "world_points",
+        "pose_enc")
 
 
 def small_model(memory_type: str, options: dict, window: int = 3, depth: int = 2):
-    """Full architecture at toy sizes: 32x48 frames, 10 tokens per frame, width 48."""
+    """Full architecture at toy sizes: 32x48 frames, window - 1 + 9 tokens per frame, width 48."""
     torch.manual_seed(0)
     cfg = dict(name="test", image_size=(32, 48), patch_size=16, dim=48, depth=depth, num_heads=2,
                window=window, num_register_tokens=2,
@@ -137,8 +138,9 @@ def test_state_bytes_constant_except_causal_attention(memory_type, options):
     (indep10, own10), (indep300, own300) = sizes[10], sizes[300]
     assert own10 == indep10 and own300 == indep300
     if memory_type == "causal_attention":
-        # K and V of 10 tokens x 2 heads x 24 channels, float32, per frame, per memory layer (2 layers).
-        grow_per_frame = 2 * 2 * 10 * 2 * 24 * 4
+        # K and V of 11 tokens (2 pose, 1 metric, 2 registers, 6 patches) x 2 heads x 24 channels,
+        # float32, per frame, per memory layer (2 layers).
+        grow_per_frame = 2 * 2 * 11 * 2 * 24 * 4
         assert own300 - own10 == 290 * grow_per_frame
     else:
         assert own300 == own10

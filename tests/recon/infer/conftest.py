@@ -15,7 +15,7 @@ def small_checkpoint(tmp_path_factory):
         cfg = yaml.safe_load(f)
     cfg.update(dim=64, depth=2, num_heads=2, window=2)
     cfg["memory"] = {"type": "none", "depths": [], "options": {}}
-    cfg["head"].update(features=16, levels=[0, 1], camera_hidden=64)
+    cfg["head"].update(features=16, levels=[0, 1], camera_hidden=64, pose_slots=1)
     torch_seed = 0
     import torch
 

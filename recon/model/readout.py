@@ -1,0 +1,83 @@
+"""The stateful part of the pose readout: metric-scale smoothing and online motion averaging.
+
+Per frame ``n`` (absolute index in its sequence), given the metric readout's raw log-scale and the
+camera trunk's window poses ``R[n, j]`` (frame n in the camera of frame ``n - j``, unit scale):
+
+1. ``log_s[n] = log_s[n-1] + a_n (raw[n] - log_s[n-1])`` with ``a_n = max(1 / (n + 1), scale_ema)``:
+   the running mean of the readouts, then an EMA (frame 0: ``a = 1``); ``s = exp(log_s)``
+   multiplies every window translation (and the depth, in the model).
+2. Frame 0 is the identity (world = first camera). Later frames fuse the candidates
+   ``A[n - j] @ R_metric[n, j]`` over the slots with ``n - j >= 0``
+   (:func:`recon.model.motion_averaging.fuse_pose_candidates`); a frame with no finite
+   candidate keeps the previous pose and is counted in ``PoseHistory.fallbacks``.
+
+The clip path and the streaming step both call :func:`stream_pose_readout` (a loop over the T
+frames of the call, O(S) each), so ``model(video)`` equals the ``model.step`` loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.geometry.conversions import quaternion_to_rotation_matrix
+
+from recon.model.motion_averaging import fuse_pose_candidates
+from recon.model.state import PoseHistory
+
+
+def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None) -> PoseHistory:
+    """The history before frame 0: identity poses, log-scale 0, no fallbacks."""
+    eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
+    return PoseHistory(eye, torch.zeros(batch_size, device=device),
+                       torch.zeros(batch_size, dtype=torch.int64, device=device))
+
+
+def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """4x4 window poses from the trunk's outputs: translation [..., S, 3] (unit scale), quaternion
+    [..., S, 4] (w x y z), scale [...] -> [..., S, 4, 4], translation times the scale (metres)."""
+    T = torch.zeros(*translation.shape[:-1], 4, 4, dtype=translation.dtype, device=translation.device)
+    T[..., :3, :3] = quaternion_to_rotation_matrix(quat_wxyz)   # kornia: (w, x, y, z)
+    T[..., :3, 3] = translation * scale[..., None, None]
+    T[..., 3, 3] = 1.0
+    return T
+
+
+def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor,
+                        history: PoseHistory, frame_index: int, scale_ema: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PoseHistory]:
+    """Run the readout over T consecutive frames that follow ``history``.
+
+    Args:
+        raw_log_scale: [B, T] per-frame log-scale readouts.
+        translation: [B, T, S, 3] window translations in unit scale.
+        quat_wxyz: [B, T, S, 4] window rotations.
+        history: the readout state before the first of the T frames.
+        frame_index: absolute index of the first frame.
+        scale_ema: the EMA weight floor.
+
+    Returns:
+        (cam2world [B, T, 4, 4], scale [B, T] > 0, window poses [B, T, S, 4, 4] in metres,
+         the history after the last frame).
+    """
+    B, T, S = translation.shape[:3]
+    slot_offset = torch.arange(1, S + 1, device=translation.device)
+    log_s, poses, fallbacks = history.log_scale, history.cam2world, history.fallbacks
+    scales, absolute, windows = [], [], []
+    for t in range(T):
+        n = frame_index + t
+        a = max(1.0 / (n + 1), scale_ema)
+        log_s = raw_log_scale[:, t] if n == 0 else log_s + a * (raw_log_scale[:, t] - log_s)
+        scale = torch.exp(log_s.clamp(-12.0, 12.0))
+        rel = window_poses(translation[:, t], quat_wxyz[:, t], scale)          # [B, S, 4, 4]
+        if n == 0:
+            pose = torch.eye(4, dtype=rel.dtype, device=rel.device).expand(B, 4, 4)
+        else:
+            valid = (n - slot_offset >= 0).expand(B, S)
+            fused, none_valid = fuse_pose_candidates(poses @ rel, valid)
+            pose = torch.where(none_valid[:, None, None], poses[:, 0], fused)
+            fallbacks = fallbacks + none_valid.to(fallbacks.dtype)
+        poses = torch.cat((pose.unsqueeze(1), poses[:, :-1]), dim=1)
+        scales.append(scale)
+        absolute.append(pose)
+        windows.append(rel)
+    new = PoseHistory(poses, log_s, fallbacks)
+    return torch.stack(absolute, 1), torch.stack(scales, 1), torch.stack(windows, 1), new
