@@ -134,6 +134,41 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
     model.load_state_dict(state, strict=True)
 
 
+def check_architecture(cfg: dict[str, Any], source: str, override: Any = None) -> None:
+    """Refuse a checkpoint config of another design version, or an override that changes the window.
+
+    Args:
+        cfg: the checkpoint's model config mapping (configs written before versions were recorded
+            are version 1).
+        source: where it came from (for the message).
+        override: the architecture the caller asked to build instead (``load_model(model_config=)``).
+
+    Raises:
+        CheckpointError: naming both versions (or both window / pose-slot counts).
+    """
+    from recon.model.config import ARCHITECTURE_VERSION, ARCHITECTURES, load_model_config
+
+    version = cfg.get("architecture", 1)
+    if version != ARCHITECTURE_VERSION:
+        raise CheckpointError(
+            f"{source}: checkpoint of model architecture {version} "
+            f"({ARCHITECTURES.get(version, 'unknown')}); this streamrecon builds architecture "
+            f"{ARCHITECTURE_VERSION} ({ARCHITECTURES[ARCHITECTURE_VERSION]}); retrain it with `recon train` "
+            f"(docs/training.md); it is not loaded half-way")
+    if override is None:
+        return
+    try:
+        own, other = load_model_config(cfg), load_model_config(override)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: {e}") from e
+    for name, a, b in (("window", own.window, other.window),
+                       ("head.pose_slots", own.head.pose_slots, other.head.pose_slots)):
+        if a != b:
+            raise CheckpointError(
+                f"{source}: the checkpoint was trained with {name} {a}, the requested model config has {b}; "
+                f"the pose tokens and local windows of one cannot run the other")
+
+
 def _locate(source: str | Path) -> tuple[str, Path]:
     """('export', folder) or ('lightning', file) for a checkpoint path."""
     path = Path(source)
@@ -167,7 +202,8 @@ def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         :class:`recon.model.StreamReconModel` in eval mode.
 
     Raises:
-        CheckpointError: missing / unreadable files, or weights of another architecture.
+        CheckpointError: missing / unreadable files, a checkpoint of another architecture version,
+            a ``model_config`` with another window or pose-slot count, or weights of another shape.
     """
     from recon.model import build_model
 
@@ -180,6 +216,7 @@ def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
             raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
     else:
         cfg, state, _ = read_lightning_checkpoint(path)
+    check_architecture(cfg, str(path), model_config)
     try:
         model = build_model(model_config if model_config is not None else cfg)
     except ConfigError as e:

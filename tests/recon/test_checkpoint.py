@@ -116,3 +116,29 @@ def test_export_cli_reports_error_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing.ckpt" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_the_old_architecture_is_refused_by_name(tmp_path):
+    """A config written before architecture versions were recorded (version 1: one camera token)."""
+    path = save_weights(_small(), tmp_path / "old")
+    config = yaml.safe_load((path / CONFIG_NAME).read_text())
+    del config["model"]["architecture"]
+    (path / CONFIG_NAME).write_text(yaml.safe_dump(config))
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert "architecture 1" in msg and "architecture 2" in msg and "single camera token" in msg
+    assert str(path) in msg
+
+
+def test_model_config_with_another_window_is_refused_by_name(tmp_path):
+    path = save_weights(_small(), tmp_path / "w2")
+    with pytest.raises(CheckpointError, match="trained with window 2, the requested model config has 3"):
+        load_model(path, model_config={**SMALL, "window": 3})
+
+
+def test_model_config_with_another_pose_slot_count_is_refused_by_name(tmp_path):
+    base = {**SMALL, "window": 4}
+    path = save_weights(build_model(base), tmp_path / "s3")
+    with pytest.raises(CheckpointError, match="trained with head.pose_slots 3, the requested model config has 2"):
+        load_model(path, model_config={**base, "head": {**SMALL["head"], "pose_slots": 2}})
