@@ -12,6 +12,7 @@ frame and summary.json says "interrupted".
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -117,12 +118,14 @@ class StreamRunner:
         self.settings = settings or {}
         self.stats = RunStats()
         self._process = psutil.Process()
+        self.pose_fallbacks = 0
 
     def _summary(self, status: str) -> dict:
         summary = {
             "status": status,
             **self.stats.summary(),
             "points": len(self.outputs.map),
+            "pose_fallbacks": self.pose_fallbacks,
             "settings": self.settings,
         }
         if self.scorer is not None:
@@ -159,6 +162,11 @@ class StreamRunner:
                     t0 = time.perf_counter()
                     out, state = self._step(frame, state)
                     latency = (time.perf_counter() - t0) * 1000.0
+                    fallbacks = int(state.poses.fallbacks.sum())
+                    if fallbacks > self.pose_fallbacks:
+                        print(f"warning: frame {frame.index}: no finite relative pose in the window; "
+                              f"kept the previous pose ({fallbacks} such frames so far)", file=sys.stderr)
+                        self.pose_fallbacks = fallbacks
                     self.outputs.write_frame(
                         frame.index,
                         frame.timestamp,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class _ResidualConv(nn.Module):
     """x + conv(gelu(conv(gelu(x)))) at constant resolution."""
 

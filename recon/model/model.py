@@ -8,10 +8,9 @@ import torch
 from torch import nn
 
 from recon.errors import ShapeError
-from recon.geometry import transform_points, unproject_depth
+from recon.geometry import rotmat_to_quat_wxyz, transform_points, unproject_depth
 from recon.model.aggregator import Aggregator
 from recon.model.config import ModelConfig
-from recon.geometry import rotmat_to_quat_wxyz
 from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
 from recon.model.pose_enc import fov_to_intrinsics
@@ -122,7 +121,8 @@ class StreamReconModel(nn.Module):
             conf = conf.view(B, T, H, W)
             points = unproject_depth(depth, K_out)                                      # [B, T, H, W, 3]
             world = transform_points(cam2world, points.view(B, T, H * W, 3)).view(B, T, H, W, 3)
-            pose_enc = torch.cat((cam2world[..., :3, 3], rotmat_to_quat_wxyz(cam2world[..., :3, :3]), fov), -1)
+            quat = rotmat_to_quat_wxyz(cam2world[..., :3, :3])
+            pose_enc = torch.cat((cam2world[..., :3, 3], quat, fov), -1)
         out = {"depth": depth, "depth_conf": conf, "K": K_out, "cam2world": cam2world,
                "window_cam2world": window, "metric_scale": scale, "world_points": world,
                "pose_enc": pose_enc}

@@ -173,7 +173,8 @@ def rotation_geodesic(R_pred: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
 
 
 def mean_depth(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean depth over the valid pixels of each clip: depth, valid [B, T, H, W] -> [B] (>= 1e-6; 1 if none)."""
+    """Mean depth over the valid pixels of each clip: depth, valid [B, T, H, W] -> [B] (>= 1e-6; 1 if none).
+    """
     w = valid.to(depth.dtype)
     count = w.flatten(1).sum(1)
     total = (depth * w).flatten(1).sum(1)
@@ -196,7 +197,8 @@ def window_pairs_gt(cam2world: torch.Tensor, previous: torch.Tensor | None, slot
     P = 0 if previous is None else previous.shape[1]
     poses = cam2world if previous is None else torch.cat((previous.to(cam2world.dtype), cam2world), 1)
     T = cam2world.shape[1]
-    index = P + torch.arange(T, device=poses.device).view(T, 1) - torch.arange(1, slots + 1, device=poses.device)
+    offsets = torch.arange(1, slots + 1, device=poses.device)
+    index = P + torch.arange(T, device=poses.device).view(T, 1) - offsets
     valid = index >= 0
     older = poses[:, index.clamp_min(0)]                                               # [B, T, S, 4, 4]
     current = cam2world[:, :, None].expand_as(older)
@@ -255,7 +257,8 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
     # Window pairs (t, t - j): translations in each side's normalised scale, geodesic rotation.
     # Clips without enough depth normalise translations by their mean pair distance instead.
     window = pred["window_cam2world"]
-    gt_win, pair_valid = window_pairs_gt(batch["cam2world"], batch.get("previous_cam2world"), window.shape[2])
+    gt_win, pair_valid = window_pairs_gt(batch["cam2world"], batch.get("previous_cam2world"),
+                                         window.shape[2])
     if pair_valid.any():
         mask = pair_valid.view(1, T, -1).expand(B, -1, -1).to(gt_depth.dtype)           # [B, T, S]
         count = mask.sum((1, 2)).clamp_min(1.0)

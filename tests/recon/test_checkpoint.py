@@ -140,5 +140,6 @@ def test_model_config_with_another_window_is_refused_by_name(tmp_path):
 def test_model_config_with_another_pose_slot_count_is_refused_by_name(tmp_path):
     base = {**SMALL, "window": 4}
     path = save_weights(build_model(base), tmp_path / "s3")
-    with pytest.raises(CheckpointError, match="trained with head.pose_slots 3, the requested model config has 2"):
+    match = "trained with head.pose_slots 3, the requested model config has 2"
+    with pytest.raises(CheckpointError, match=match):
         load_model(path, model_config={**base, "head": {**SMALL["head"], "pose_slots": 2}})

@@ -92,7 +92,8 @@ def test_missing_config_file_is_config_error(tmp_path):
 def test_cli_model_info_prints_components(capsys):
     assert cli_main(["model", "info", "tiny", "--memory", "causal_attention"]) == 0
     out = capsys.readouterr().out
-    for word in ("frame_blocks", "local_blocks", "memory_blocks", "dense_head", "camera_trunk", "metric_readout", "total",
+    for word in ("frame_blocks", "local_blocks", "memory_blocks", "dense_head", "camera_trunk", "metric_readout",
+                 "total",
                  "causal_attention after blocks [1, 3]"):
         assert word in out
     assert cli_main(["model", "info", "nope"]) == 2
@@ -106,15 +107,42 @@ def test_output_shapes_ranges_and_first_frame_identity(model):
     with torch.no_grad():
         out = model(_video(B, T))
     shapes = {"depth": (B, T, 32, 48), "depth_conf": (B, T, 32, 48), "K": (B, T, 3, 3),
-              "cam2world": (B, T, 4, 4), "world_points": (B, T, 32, 48, 3), "pose_enc": (B, T, 9)}
+              "cam2world": (B, T, 4, 4), "world_points": (B, T, 32, 48, 3), "pose_enc": (B, T, 9),
+              "window_cam2world": (B, T, 1, 4, 4), "metric_scale": (B, T)}
     for key, shape in shapes.items():
         assert tuple(out[key].shape) == shape, key
         assert out[key].dtype == torch.float32 and torch.isfinite(out[key]).all(), key
-    assert (out["depth"] > 0).all() and (out["depth_conf"] >= 1).all()
+    assert (out["depth"] > 0).all() and (out["depth_conf"] >= 1).all() and (out["metric_scale"] > 0).all()
     torch.testing.assert_close(out["cam2world"][:, 0], torch.eye(4).expand(B, 4, 4), atol=0, rtol=0)
     assert not torch.allclose(out["cam2world"][:, 1], torch.eye(4).expand(B, 4, 4))
     R = out["cam2world"][..., :3, :3]
     torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3).expand_as(R), atol=1e-5, rtol=0)
+
+
+def test_motion_averaged_pose_composes_the_window_pose_and_scale_multiplies_depth(model):
+    """Window 2 = one slot: cam2world[t] = cam2world[t-1] @ window[t, 0] exactly, and the pose_enc
+    translation / quaternion encode cam2world."""
+    with torch.no_grad():
+        out = model(_video(1, 4))
+    for t in range(1, 4):
+        composed = out["cam2world"][0, t - 1] @ out["window_cam2world"][0, t, 0]
+        torch.testing.assert_close(out["cam2world"][0, t], composed, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["pose_enc"][..., :3], out["cam2world"][..., :3, 3])
+
+
+def test_non_finite_window_poses_fall_back_to_the_previous_pose_and_are_counted():
+    torch.manual_seed(0)
+    broken = build_model(dict(SMALL)).eval()
+    with torch.no_grad():
+        broken.camera_trunk.pose[-1].bias[:3] = float("nan")
+        state = broken.init_state(1)
+        poses = []
+        for t in range(4):
+            out, state = broken.step(_video(1, 4)[:, t], state)
+            poses.append(out["cam2world"])
+    assert all(torch.isfinite(p).all() for p in poses)
+    assert int(state.poses.fallbacks.sum()) == 3           # frames 1..3; frame 0 is the identity
+    torch.testing.assert_close(poses[3], torch.eye(4)[None])
 
 
 def test_world_points_match_a_per_pixel_loop(model):

@@ -116,8 +116,10 @@ def test_perfect_window_poses_recover_the_trajectory(split):
     if split is None:
         cam2world, _, _, _ = stream_pose_readout(raw, trans, quat, history, 0, 0.05)
     else:
-        a, _, _, history = stream_pose_readout(raw[:, :split], trans[:, :split], quat[:, :split], history, 0, 0.05)
-        b, _, _, _ = stream_pose_readout(raw[:, split:], trans[:, split:], quat[:, split:], history, split, 0.05)
+        first, rest = slice(0, split), slice(split, None)
+        a, _, _, history = stream_pose_readout(raw[:, first], trans[:, first], quat[:, first], history, 0,
+                                               0.05)
+        b, _, _, _ = stream_pose_readout(raw[:, rest], trans[:, rest], quat[:, rest], history, split, 0.05)
         cam2world = torch.cat((a, b), 1)
     torch.testing.assert_close(cam2world[0], traj, atol=1e-9, rtol=0)
 
@@ -131,7 +133,8 @@ def test_one_corrupted_slot_per_frame_leaves_the_trajectory_intact():
     quat[:, 3:, 1] = torch.tensor([0.5, 0.5, 0.5, 0.5], dtype=torch.float64)
     history = empty_pose_history(1, 3, "cpu")
     history.cam2world, history.log_scale = history.cam2world.double(), history.log_scale.double()
-    cam2world, _, _, _ = stream_pose_readout(torch.zeros(1, 30, dtype=torch.float64), trans, quat, history, 0, 0.05)
+    raw = torch.zeros(1, 30, dtype=torch.float64)
+    cam2world, _, _, _ = stream_pose_readout(raw, trans, quat, history, 0, 0.05)
     err = (cam2world[0, :, :3, 3] - traj[:, :3, 3]).norm(dim=-1)
     angle = [_angle(cam2world[0, t, :3, :3], traj[t, :3, :3]) for t in range(30)]
     assert err.max() < 1e-3 and max(angle) < 1e-3

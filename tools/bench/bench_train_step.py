@@ -76,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": total,
             "memory-layer parameters": memory,
             "median step ms": round(1000 * median, 1),
+            "frames/s": round(args.batch * args.frames / median, 2),
             "vs none": round(median / base, 3) if base else None,
             "times_s": [round(t, 4) for t in times[m]],
         })
     print(markdown_table(rows, columns=["memory", "parameters", "memory-layer parameters", "median step ms",
-                                        "vs none"]))
+                                        "frames/s", "vs none"]))
     if args.out:
         write_json(args.out, "train_step", rows, preset=args.preset, batch=args.batch, frames=args.frames,
                    threads=args.threads)

@@ -57,6 +57,7 @@ def test_run_on_dataset_folder_writes_valid_outputs(tmp_path, small_checkpoint, 
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 6
+    assert summary["pose_fallbacks"] == 0
     # trajectory: evo reads it, one pose per frame, first pose = identity (world = first camera)
     traj = file_interface.read_tum_trajectory_file(str(out / "trajectory.txt"))
     assert traj.num_poses == 6
