@@ -92,7 +92,8 @@ def test_missing_config_file_is_config_error(tmp_path):
 def test_cli_model_info_prints_components(capsys):
     assert cli_main(["model", "info", "tiny", "--memory", "causal_attention"]) == 0
     out = capsys.readouterr().out
-    for word in ("frame_blocks", "local_blocks", "memory_blocks", "dense_head", "camera_trunk", "metric_readout",
+    for word in ("frame_blocks", "local_blocks", "memory_blocks", "dense_head", "camera_trunk",
+                 "metric_readout",
                  "total",
                  "causal_attention after blocks [1, 3]"):
         assert word in out
