@@ -87,11 +87,22 @@ class StreamReconModel(nn.Module):
         return {k: v[:, 0] for k, v in out.items()}, state
 
     def run(self, video: torch.Tensor, state: StreamState, K: torch.Tensor | None = None,
-            name: str = "video") -> tuple[dict[str, torch.Tensor], StreamState]:
+            name: str = "video", dense_frames: torch.Tensor | None = None
+            ) -> tuple[dict[str, torch.Tensor], StreamState]:
         """T frames that follow ``state`` (the one implementation behind forward and step).
 
         Also the entry point for truncated backpropagation: carry the returned state into the
         next segment (``recon.model.state.detach_state`` cuts the gradient).
+
+        Args:
+            video: [B, T, 3, H, W] RGB in [0, 1].
+            state: the state before ``video[:, 0]``.
+            K: optional known intrinsics [B, 3, 3] or [B, T, 3, 3].
+            name: argument name for error messages.
+            dense_frames: training only: sorted indices [T'] into the T frames; the dense head runs
+                on those frames alone, so ``depth``, ``depth_conf`` and ``world_points`` have T'
+                frames and ``dense_frames`` is returned too. Poses, scale and the state are the
+                same as without it.
         """
         B, T, _, H, W = check_video(video, self.cfg.image_size, name)
         if not isinstance(state, StreamState):
@@ -107,8 +118,9 @@ class StreamReconModel(nn.Module):
                 video, state.frame_index, state.windows, state.memory)
         with torch.autocast(video.device.type, enabled=False):
             embed, S = self.aggregator.embed, self.pose_slots
-            images = (video.flatten(0, 1).float() - embed.mean) / embed.std
-            unit_depth, conf = self.dense_head([x.flatten(0, 1).float() for x in levels], images)
+            dense = slice(None) if dense_frames is None else dense_frames
+            images = (video[:, dense].flatten(0, 1).float() - embed.mean) / embed.std
+            unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels], images)
             final = final.float()
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1))
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
@@ -117,15 +129,18 @@ class StreamReconModel(nn.Module):
                 state.frame_index, self.cfg.head.scale_ema)
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
-            depth = unit_depth.view(B, T, H, W) * scale[..., None, None]
-            conf = conf.view(B, T, H, W)
-            points = unproject_depth(depth, K_out)                                      # [B, T, H, W, 3]
-            world = transform_points(cam2world, points.view(B, T, H * W, 3)).view(B, T, H, W, 3)
+            Td = unit_depth.shape[0] // B
+            depth = unit_depth.view(B, Td, H, W) * scale[:, dense, None, None]
+            conf = conf.view(B, Td, H, W)
+            points = unproject_depth(depth, K_out[:, dense])                            # [B, Td, H, W, 3]
+            world = transform_points(cam2world[:, dense], points.view(B, Td, H * W, 3)).view(B, Td, H, W, 3)
             quat = rotmat_to_quat_wxyz(cam2world[..., :3, :3])
             pose_enc = torch.cat((cam2world[..., :3, 3], quat, fov), -1)
         out = {"depth": depth, "depth_conf": conf, "K": K_out, "cam2world": cam2world,
                "window_cam2world": window, "metric_scale": scale, "world_points": world,
                "pose_enc": pose_enc}
+        if dense_frames is not None:
+            out["dense_frames"] = dense_frames
         new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
                                 dict(state.meta))
         return out, new_state

@@ -211,7 +211,8 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
 
     Args:
         pred: model outputs: ``depth`` [B, T, H, W] (> 0), ``depth_conf`` [B, T, H, W] (>= 1),
-            ``world_points`` [B, T, H, W, 3] (first-camera world), ``cam2world`` [B, T, 4, 4]
+            ``world_points`` [B, T, H, W, 3] (first-camera world) (T' frames and the indices
+            ``dense_frames`` [T'] when the model ran its dense head on a subset), ``cam2world`` [B, T, 4, 4]
             (first-camera world, motion-averaged), ``window_cam2world`` [B, T, S, 4, 4] (frame t
             in the camera of frame t - j), ``pose_enc`` [B, T, 9] (its last two: fov_h, fov_w).
         batch: ``depth`` [B, T, H, W] metres (0 invalid), ``K`` [B, T, 3, 3] pixels, ``cam2world``
@@ -229,8 +230,11 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
         pairs), ``camera_absolute``, ``camera_fov``, ``metric_scale``), plus ``scale_ratio``
         (predicted / true mean depth, a diagnostic).
     """
-    gt_depth = batch["depth"].to(pred["depth"].dtype)
-    B, T, H, W = gt_depth.shape
+    # The dense terms use the frames the dense head ran on (all, or ``pred["dense_frames"]``).
+    dense = pred.get("dense_frames", slice(None))
+    gt_depth = batch["depth"][:, dense].to(pred["depth"].dtype)
+    B, _, H, W = gt_depth.shape
+    T = batch["cam2world"].shape[1]
     K_gt = batch["K"].to(gt_depth.dtype)
     reference = batch["cam2world"][:, :1] if first_cam2world is None else first_cam2world[:, None]
     rel = relative_pose(reference.double(), batch["cam2world"].double()).to(gt_depth.dtype)
@@ -238,7 +242,7 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
     enough = valid.flatten(1).sum(1) >= cfg.min_valid_pixels                              # [B]
     valid = valid & enough.view(B, 1, 1, 1)
 
-    gt_points = gt_points_first_camera(gt_depth, K_gt, rel)
+    gt_points = gt_points_first_camera(gt_depth, K_gt[:, dense], rel[:, dense])
     s_gt = mean_depth(gt_depth, valid)                                                    # [B]
     s_pred = mean_depth(pred["depth"], valid)
     conf = pred["depth_conf"]

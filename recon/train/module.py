@@ -74,6 +74,9 @@ class ReconModule(LightningModule):
         intrinsics_given: feed the ground-truth ``K`` to the network (else it predicts intrinsics).
         val_depth_align: alignment of predicted depth for val/test metrics (``median`` per frame,
             ``median_sequence``, ``scale_shift``; see :func:`recon.eval.depth_metrics`).
+        train_dense_every: training only: the dense head and its losses run on every k-th frame of
+            a clip (1 = all; 2 saves about a tenth of the step on the tiny model); validation and
+            test always use every frame.
     """
 
     def __init__(
@@ -84,8 +87,11 @@ class ReconModule(LightningModule):
         tbptt: TBPTTConfig = TBPTTConfig(),
         intrinsics_given: bool = False,
         val_depth_align: str = "median",
+        train_dense_every: int = 1,
     ) -> None:
         super().__init__()
+        if train_dense_every < 1:
+            raise ConfigError(f"model.train_dense_every: expected an integer >= 1, got {train_dense_every}")
         if optim.schedule not in ("cosine", "constant"):
             raise ConfigError(
                 f"model.optim.schedule: expected 'cosine' or 'constant', got {optim.schedule!r}"
@@ -99,6 +105,7 @@ class ReconModule(LightningModule):
         self.net = build_model(cfg)
         self.loss_cfg, self.optim_cfg, self.tbptt_cfg = loss, optim, tbptt.validate()
         self.intrinsics_given, self.val_depth_align = intrinsics_given, val_depth_align
+        self.train_dense_every = train_dense_every
         self.automatic_optimization = False
         # Plain mappings only, so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(
@@ -109,6 +116,7 @@ class ReconModule(LightningModule):
                 "tbptt": dataclasses.asdict(tbptt),
                 "intrinsics_given": intrinsics_given,
                 "val_depth_align": val_depth_align,
+                "train_dense_every": train_dense_every,
             }
         )
 
@@ -125,6 +133,7 @@ class ReconModule(LightningModule):
             backward=backward,
             intrinsics=self.intrinsics_given,
             keep_outputs=keep_outputs,
+            dense_every=1 if keep_outputs else self.train_dense_every,
         )
 
     def on_train_epoch_start(self) -> None:

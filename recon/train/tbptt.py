@@ -72,6 +72,7 @@ def run_segments(
     backward: Callable[[torch.Tensor], None] | None = None,
     intrinsics: bool = False,
     keep_outputs: bool = False,
+    dense_every: int = 1,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """Run a clip segment by segment with the state carried over; optionally backpropagate.
 
@@ -88,11 +89,16 @@ def run_segments(
             ``LightningModule.manual_backward``); None = no backpropagation (evaluation).
         intrinsics: pass the batch's ``K`` to the model instead of letting it predict intrinsics.
         keep_outputs: also return the model outputs of the whole clip (detached, concatenated on T).
+        dense_every: run the dense head (and its losses) only on clip frames ``0, k, 2k, ...``
+            (``k = dense_every``; 1 = every frame), a training-throughput option; poses and the
+            state are unaffected. Not combinable with ``keep_outputs``.
 
     Returns:
         (frame-weighted mean of every loss term over the clip, detached; outputs or None). A group
         whose loss is not finite is not backpropagated; the returned ``loss`` is then not finite.
     """
+    if dense_every < 1 or (dense_every > 1 and keep_outputs):
+        raise ValueError(f"dense_every: expected >= 1 (and 1 with keep_outputs), got {dense_every}")
     B, T = batch["video"].shape[:2]
     bounds = segment_bounds(T, cfg.segment_length)
     state = net.init_state(B, device=batch["video"].device)
@@ -104,7 +110,10 @@ def run_segments(
     for index, (start, stop) in enumerate(bounds):
         seg = slice_frames(batch, start, stop)
         seg["previous_cam2world"] = batch["cam2world"][:, max(0, start - slots):start]
-        out, state = net.run(seg["video"], state, seg["K"] if intrinsics else None)
+        dense = None
+        if dense_every > 1:
+            dense = torch.arange(-start % dense_every, stop - start, dense_every, device=seg["video"].device)
+        out, state = net.run(seg["video"], state, seg["K"] if intrinsics else None, dense_frames=dense)
         terms = loss_fn(out, seg, None if start == 0 else first_pose)
         weight = (stop - start) / T
         for key, value in terms.items():

@@ -232,6 +232,63 @@ def test_segments_carrying_state_compute_the_same_outputs_as_the_whole_clip(segm
         torch.testing.assert_close(seg[key], full[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.parametrize("segment_length", [0, 3], ids=["one-segment", "seg3"])
+def test_dense_every_k_runs_the_dense_head_on_clip_frames_0_k_2k(segment_length):
+    """Dense outputs of every 2nd clip frame equal the full run's; poses equal on every frame; the
+    loss sees those frames' ground truth (a loss on the full outputs sliced the same way)."""
+    net = build_model(NET).eval()
+    batch = _clip(T=7)
+    batch["depth"] = torch.rand(1, 7, 32, 48, generator=torch.Generator().manual_seed(3)) + 1.0
+    with torch.no_grad():
+        full = net(batch["video"])
+        seen = []
+
+        def loss_fn(out, seg, first):
+            start = int(seg["frame_ids"][0, 0])
+            seen.append((start, out["dense_frames"].tolist()))
+            idx = start + out["dense_frames"]
+            torch.testing.assert_close(out["depth"], full["depth"][:, idx], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(out["world_points"], full["world_points"][:, idx], rtol=1e-4,
+                                       atol=1e-4)
+            stop = start + seg["video"].shape[1]
+            torch.testing.assert_close(out["cam2world"], full["cam2world"][:, start:stop], rtol=1e-4,
+                                       atol=1e-5)
+            torch.testing.assert_close(seg["depth"][:, out["dense_frames"]], batch["depth"][:, idx])
+            return {"loss": out["depth"].mean()}
+
+        batch["frame_ids"] = torch.arange(7)[None]
+        run_segments(net, batch, TBPTTConfig(segment_length, 1), loss_fn, dense_every=2)
+    frames = sorted(start + i for start, idx in seen for i in idx)
+    assert frames == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="dense_every"):
+        run_segments(net, batch, TBPTTConfig(0, 1), loss_fn, dense_every=2, keep_outputs=True)
+
+
+def test_loss_on_dense_subset_equals_loss_on_the_sliced_clip():
+    from recon.train.losses import LossConfig, reconstruction_loss
+
+    g = torch.Generator().manual_seed(5)
+    T, idx = 6, torch.tensor([0, 2, 4])
+    K = torch.tensor([[40.0, 0, 23.5], [0, 40.0, 15.5], [0, 0, 1]]).expand(1, T, 3, 3)
+    poses = torch.eye(4).repeat(1, T, 1, 1)
+    poses[0, :, 0, 3] = torch.arange(T) * 0.1
+    batch = {"depth": torch.rand(1, T, 32, 48, generator=g) + 1, "K": K, "cam2world": poses,
+             "dataset": ["synthetic"]}
+    pred_full = {"depth": torch.rand(1, T, 32, 48, generator=g) + 1,
+                 "depth_conf": 1 + torch.rand(1, T, 32, 48),
+                 "world_points": torch.randn(1, T, 32, 48, 3, generator=g), "cam2world": poses,
+                 "window_cam2world": torch.eye(4).expand(1, T, 1, 4, 4), "pose_enc": torch.zeros(1, T, 9)}
+    sub = {**pred_full, **{k: pred_full[k][:, idx] for k in ("depth", "depth_conf", "world_points")},
+           "dense_frames": idx}
+    sliced_batch = {**batch, "depth": batch["depth"][:, idx], "K": K[:, idx], "cam2world": poses[:, idx]}
+    sliced_pred = {**pred_full, **{k: pred_full[k][:, idx] for k in pred_full}}
+    cfg = LossConfig(metric_scale=1.0)
+    got = reconstruction_loss(sub, batch, cfg)
+    ref = reconstruction_loss(sliced_pred, sliced_batch, cfg)
+    for key in ("depth", "points", "gradient", "metric_scale", "scale_ratio"):
+        torch.testing.assert_close(got[key], ref[key], msg=key)
+
+
 def _grads(net):
     return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
