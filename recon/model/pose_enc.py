@@ -1,4 +1,4 @@
-"""The 9-value camera encoding of the model and its conversion to/from poses and intrinsics.
+"""The 9-value camera encoding of the model output ``pose_enc`` and the fov <-> intrinsics conversion.
 
 ``pose_enc [..., 9]`` = translation (3, metres) | quaternion (4, **w x y z** order) | fov_h | fov_w
 (radians). Translation and quaternion describe the cam2world pose in the world of the first
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from recon.geometry import focal_from_fov, fov_from_focal, quat_wxyz_to_rotmat, rotmat_to_quat_wxyz
-
-IDENTITY_POSE7 = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)  # translation 0, quaternion wxyz (1, 0, 0, 0)
+from recon.geometry import focal_from_fov, fov_from_focal
 
 
 def fov_to_intrinsics(fov_h: torch.Tensor, fov_w: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -29,21 +27,3 @@ def fov_to_intrinsics(fov_h: torch.Tensor, fov_w: torch.Tensor, height: int, wid
 def intrinsics_to_fov(K: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """K [..., 3, 3] pixels -> (fov_h, fov_w) [...] radians (the principal point is ignored)."""
     return fov_from_focal(K[..., 1, 1], height), fov_from_focal(K[..., 0, 0], width)
-
-
-def pose_enc_to_cam2world(pose_enc: torch.Tensor) -> torch.Tensor:
-    """pose_enc [..., 9] -> cam2world [..., 4, 4] (rotation from the wxyz quaternion)."""
-    T = torch.zeros(*pose_enc.shape[:-1], 4, 4, dtype=pose_enc.dtype, device=pose_enc.device)
-    T[..., :3, :3] = quat_wxyz_to_rotmat(pose_enc[..., 3:7])
-    T[..., :3, 3] = pose_enc[..., :3]
-    T[..., 3, 3] = 1.0
-    return T
-
-
-def cam2world_to_pose_enc(cam2world: torch.Tensor, K: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Ground truth -> pose_enc [..., 9]: cam2world [..., 4, 4] (already relative to the first
-    camera) and K [..., 3, 3]; the quaternion is returned wxyz with w >= 0."""
-    q = rotmat_to_quat_wxyz(cam2world[..., :3, :3])
-    q = torch.where(q[..., :1] < 0, -q, q)
-    fov_h, fov_w = intrinsics_to_fov(K, height, width)
-    return torch.cat((cam2world[..., :3, 3], q, fov_h.unsqueeze(-1), fov_w.unsqueeze(-1)), dim=-1)

@@ -96,24 +96,6 @@ def gt_points_first_camera(depth: torch.Tensor, K: torch.Tensor, rel_cam2world: 
     return transform_points(rel_cam2world, cam).reshape(B, T, H, W, 3)
 
 
-def scene_scale(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean distance from the origin (the first camera) of the valid points of each clip.
-
-    Args:
-        points: [B, T, H, W, 3].
-        valid: [B, T, H, W] bool.
-
-    Returns:
-        [B] scales (clamped to >= 1e-6; clips with no valid point get 1).
-    """
-    w = valid.to(points.dtype)
-    dist = points.norm(dim=-1)
-    total = (dist * w).flatten(1).sum(1)
-    count = w.flatten(1).sum(1)
-    scale = torch.where(count > 0, total / count.clamp_min(1.0), torch.ones_like(total))
-    return scale.clamp_min(_EPS)
-
-
 def confidence_weighted_l1(residual: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor,
                            alpha: float) -> torch.Tensor:
     """Mean over valid pixels of ``c * |r| - alpha * log c``.
