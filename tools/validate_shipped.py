@@ -8,7 +8,11 @@ For each held-out sequence (synthetic seeds never used in training; 96x128, one 
   of the metric, this is the per-frame median of the ground truth); it predicts no motion, so its
   ATE is that of a static camera: after the best Sim(3) alignment a trajectory collapsed to one
   point sits at the centroid of the true camera centres, giving ATE = RMS distance of the true
-  centres from their centroid (closed form, ``recon.eval.pose_metrics.static_camera_ate``).
+  centres from their centroid (closed form, ``recon.eval.pose_metrics.static_camera_ate``);
+- ``constant velocity``: pose only, the first ground-truth step repeated
+  (``recon.eval.pose_metrics.constant_velocity_ate``).
+
+The Sim(3) scale of each model's alignment is reported too (1 = metric scale learned).
 
 Metrics (recon.eval): depth AbsRel and delta < 1.25 with per-frame median scaling, ATE RMSE (metres)
 after Sim(3) Umeyama alignment; the means over sequences are reported.
@@ -29,10 +33,11 @@ import torch
 
 from data.synth import SynthConfig, synthetic_sequence
 from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
-from recon.eval import depth_metrics, pose_metrics, static_camera_ate
+from recon.eval import constant_velocity_ate, depth_metrics, pose_metrics, static_camera_ate
 from recon.model import build_model
 
 METHODS = ("trained", "untrained", "constant depth")
+NAN = float("nan")
 
 
 def load_clip(seed: int, num_frames: int, height: int, width: int, num_dynamic: int) -> dict:
@@ -54,13 +59,15 @@ def evaluate(model: torch.nn.Module, clip: dict) -> dict:
     out = model(clip["video"][None])
     d = depth_metrics(out["depth"][0], clip["depth"], align="median")
     p = pose_metrics(out["cam2world"][0].double(), clip["cam2world"].double(), align="sim3")
-    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": p.ate_rmse}
+    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": p.ate_rmse, "sim3_scale": p.scale,
+            "constant_velocity_ate": constant_velocity_ate(clip["cam2world"].double(), "sim3")}
 
 
 def evaluate_constant(clip: dict) -> dict:
     d = depth_metrics(torch.ones_like(clip["depth"]), clip["depth"], align="median")
     ate = static_camera_ate(clip["cam2world"].double(), "sim3")
-    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": ate}
+    return {"abs_rel": d.abs_rel, "delta1": d.delta1, "ate": ate, "sim3_scale": NAN,
+            "constant_velocity_ate": constant_velocity_ate(clip["cam2world"].double(), "sim3")}
 
 
 def markdown(summary: dict, args: argparse.Namespace) -> str:
@@ -68,13 +75,17 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
         f"Held-out synthetic sequences: seeds {args.first_seed}..{args.first_seed + args.num_sequences - 1}, "
         f"{args.num_frames} frames each, {args.num_dynamic} moving object(s); means over sequences.",
         "",
-        "| method | depth AbsRel (lower better) | delta < 1.25 (higher better) | ATE RMSE, m (Sim(3)) |",
-        "|---|---|---|---|",
+        "| method | depth AbsRel (lower better) | delta < 1.25 (higher better) | ATE RMSE, m (Sim(3)) "
+        "| Sim(3) scale |",
+        "|---|---|---|---|---|",
     ]
     for name in METHODS:
         m = summary[name]
         ate = f"{m['ate']:.4f}" + (" (static camera)" if name == "constant depth" else "")
-        lines.append(f"| {name} | {m['abs_rel']:.4f} | {m['delta1']:.4f} | {ate} |")
+        scale = "-" if np.isnan(m["sim3_scale"]) else f"{m['sim3_scale']:.3f}"
+        lines.append(f"| {name} | {m['abs_rel']:.4f} | {m['delta1']:.4f} | {ate} | {scale} |")
+    cv = summary["constant depth"]["constant_velocity_ate"]
+    lines.append(f"| constant velocity (ground-truth first step, pose only) | - | - | {cv:.4f} | - |")
     return "\n".join(lines)
 
 
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, default=32)
     parser.add_argument("--num-dynamic", type=int, default=1)
     parser.add_argument(
-        "--first-seed", type=int, default=5000, help="held out: training uses 0..23, val 1000.."
+        "--first-seed", type=int, default=5000, help="held out: training uses 0..47, val 1000.."
     )
     parser.add_argument("--out", default=None, help="write the report as JSON here (and .md beside it)")
     args = parser.parse_args(argv)
@@ -111,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     summary = {
-        name: {k: float(np.mean([r[k] for r in rows])) for k in ("abs_rel", "delta1", "ate")}
+        name: {k: float(np.mean([r[k] for r in rows]))
+               for k in ("abs_rel", "delta1", "ate", "sim3_scale", "constant_velocity_ate")}
         for name, rows in per_seq.items()
     }
     report = {
