@@ -34,7 +34,8 @@ class Aggregator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = FrameEmbedding(cfg.dim, cfg.patch_size, cfg.image_size, cfg.num_register_tokens,
-                                    cfg.head.pose_slots * cfg.head.pose_tokens_per_slot)
+                                    cfg.head.pose_slots * cfg.head.pose_tokens_per_slot,
+                                    cfg.absolute_position)
         head_dim = cfg.dim // cfg.num_heads
         self.rope_space = SpatioTemporalRoPE(head_dim, cfg.rope_theta_space, cfg.rope_theta_time, 0.0)
         self.rope_spacetime = SpatioTemporalRoPE(head_dim, cfg.rope_theta_space, cfg.rope_theta_time,

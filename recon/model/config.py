@@ -101,6 +101,9 @@ class ModelConfig:
         rope_theta_space: RoPE base for rows/columns.
         rope_theta_time: RoPE base for frame offsets.
         rope_time_fraction: share of each head rotated by frame offset.
+        absolute_position: add a learned absolute position embedding (sine-cosine initialised) to
+            the patch tokens, so attention outputs carry where a matched patch is (RoPE alone only
+            shapes the scores); see :mod:`recon.model.embed`.
         autocast: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (CPU always runs fp32).
         memory: long-range memory layers.
         head: prediction heads.
@@ -119,6 +122,7 @@ class ModelConfig:
     rope_theta_space: float = 100.0
     rope_theta_time: float = 100.0
     rope_time_fraction: float = 0.25
+    absolute_position: bool = True
     autocast: str = "bf16"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     head: HeadConfig = field(default_factory=HeadConfig)

@@ -305,3 +305,22 @@ def test_every_parameter_gets_a_gradient_from_the_outputs():
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
                or p.grad.abs().sum() == 0]
     assert not missing, f"no gradient for {missing}"
+
+
+def test_sincos_position_code_matches_a_loop_and_separates_patches():
+    from recon.model.embed import FrameEmbedding, sincos_2d
+
+    code = sincos_2d(2, 3, 8)
+    for i in range(2):
+        for j in range(3):
+            expected = []
+            for coord in (i, j):
+                freq = [math.exp(-math.log(100.0) * k / 2) for k in range(2)]
+                expected += [math.sin(coord * f) for f in freq] + [math.cos(coord * f) for f in freq]
+            torch.testing.assert_close(code[i * 3 + j], torch.tensor(expected))
+    embed = FrameEmbedding(16, 16, (32, 48), 1, 2)
+    tokens = embed(torch.full((1, 3, 32, 48), 0.5))[0, embed.num_special:]     # a uniform image
+    assert torch.cdist(tokens, tokens).fill_diagonal_(1.0).min() > 1e-3      # every patch distinct
+    plain = FrameEmbedding(16, 16, (32, 48), 1, 2, absolute_position=False)
+    flat = plain(torch.full((1, 3, 32, 48), 0.5))[0, plain.num_special:]
+    torch.testing.assert_close(flat, flat[:1].expand_as(flat))
