@@ -1,7 +1,11 @@
 """The `recon` command line: one subcommand per module in `recon.commands`.
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``main(args) -> int``.
-User errors (:class:`recon.errors.ReconError`) print one line and exit 2; Ctrl-C exits 130.
+Every user mistake ends the same way: one line ``recon COMMAND: error: ...`` naming the input and
+what was expected, exit status 2, no traceback. That holds for argument errors (argparse's
+messages, printed as one line by :class:`OneLineParser`) and for :class:`recon.errors.ReconError`
+raised anywhere in a command. Ctrl-C, at any time (also while the libraries still load), prints
+``recon COMMAND: interrupted`` and exits 130.
 """
 
 from __future__ import annotations
@@ -15,10 +19,28 @@ from recon.errors import ReconError
 
 # Subcommands, in the order `recon --help` lists them (module names under recon.commands).
 COMMANDS = ("env", "model", "synth", "run", "data", "train", "export", "demo", "eval")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def one_line(message: object) -> str:
+    """A message as one line: its non-blank lines joined with '; ' (with ' ' after a colon)."""
+    out = ""
+    for line in (line.strip() for line in str(message).splitlines()):
+        if line:
+            out += (" " if out.endswith(":") else "; ") + line if out else line
+    return out
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``PROG: error: MESSAGE (see PROG --help)``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="recon",
         description="streamrecon: streaming 3D reconstruction from video (depth, poses, points).",
     )
@@ -32,20 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(argv: list[str] | None) -> str:
+    """The subcommand named on the command line (for messages before parsing finished)."""
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if a in COMMANDS), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_handler", None) is None:
-        parser.print_help()
-        return 0
+    command = _command_name(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "_handler", None) is None:
+            parser.print_help()
+            return 0
+        command = args.command
         return int(args._handler(args) or 0)
     except ReconError as e:
-        print(f"recon {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{_prog(command)}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"recon {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{_prog(command)}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _prog(command: str) -> str:
+    return f"recon {command}" if command else "recon"
 
 
 if __name__ == "__main__":

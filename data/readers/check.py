@@ -1,7 +1,10 @@
 """Validate a sequence read by any reader: per-frame consistency checks and a summary.
 
 Used by ``recon data check``. Every frame is loaded (or every ``stride``-th, up to
-``max_frames``); a frame that fails to load is reported as a problem instead of stopping the check.
+``max_frames``); a frame that fails to load (a truncated image or ground-truth depth, a broken pose)
+is reported as a problem instead of stopping the check. Ground-truth files that the layout ships but
+the sequence lacks (``meta["missing_ground_truth"]``, e.g. a TUM folder without groundtruth.txt) are
+problems too: the check is strict where ``recon run`` is lenient.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ def check_sequence(seq: Sequence, max_frames: int | None = None, stride: int = 1
         rep.notes.append(f"intrinsics guessed ({seq.meta.get('fov_deg')} degree horizontal FoV)")
     if seq.meta.get("depth_registered") is False:
         rep.notes.append("depth is not registered to the colour images")
+    # ground truth the layout ships but this copy lacks (e.g. a TUM folder without groundtruth.txt)
+    rep.problems += [str(p) for p in seq.meta.get("missing_ground_truth") or []]
     if len(seq) == 0:
         rep.problems.append("the sequence has no frames")
         return rep

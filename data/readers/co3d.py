@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.readers.imageio import read_float16_depth_png, read_mask_png, read_rgb, require_file
+from data.readers.imageio import ground_truth, read_float16_depth_png, read_mask_png, read_rgb, require_file
 from data.readers.poses import invert_rigid
 from data.schema import Frame, Sequence
 from recon.errors import InputError
@@ -158,9 +158,9 @@ def load_annotated_sequence(
                 f"the file is {(H, W)}"
             )
         K, cam2world = opencv_from_pytorch3d(a["viewpoint"], (H, W), source)
-        depth = None
         d = a.get("depth") or {}
-        if d.get("path"):
+
+        def read_depth() -> np.ndarray:
             depth = read_float16_depth_png(
                 _resolve(bases, d["path"], "the frame's depth PNG"),
                 float(d.get("scale_adjustment", 1.0) or 1.0),
@@ -169,6 +169,9 @@ def load_annotated_sequence(
                 depth[~read_mask_png(_resolve(bases, d["mask_path"], "the frame's depth mask"))] = 0.0
             if depth.shape != (H, W):
                 raise InputError(f"{source}: depth is {depth.shape}, image is {(H, W)}")
+            return depth
+
+        depth = ground_truth(read_depth) if d.get("path") else None
         return Frame(
             image=image, K=K, timestamp=float(a.get("frame_timestamp", i)), depth=depth, cam2world=cam2world
         )

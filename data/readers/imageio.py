@@ -8,8 +8,12 @@ with 0 = invalid.
 
 from __future__ import annotations
 
+import contextvars
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -17,6 +21,42 @@ import numpy as np
 from recon.errors import ConfigError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_T = TypeVar("_T")
+_GROUND_TRUTH_PROBLEMS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "ground_truth_problems", default=None
+)
+
+
+@contextmanager
+def collect_ground_truth_problems() -> Iterator[list[str]]:
+    """Within this block, ground truth that cannot be read is recorded, not raised.
+
+    Readers read a frame's depth and pose (and a sequence's ground-truth files) through
+    :func:`ground_truth`. Normally a missing or broken file raises InputError (``recon data check``
+    reports it as a problem); inside this block its message is appended to the yielded list and the
+    value is None, so a reconstruction, which needs only the images, goes on (``recon run`` warns and
+    counts).
+    """
+    problems: list[str] = []
+    token = _GROUND_TRUTH_PROBLEMS.set(problems)
+    try:
+        yield problems
+    finally:
+        _GROUND_TRUTH_PROBLEMS.reset(token)
+
+
+def ground_truth(read: Callable[..., _T], *args, **kwargs) -> _T | None:
+    """``read(*args, **kwargs)`` for a ground-truth value: raises its InputError, or records it and
+    returns None inside :func:`collect_ground_truth_problems`."""
+    try:
+        return read(*args, **kwargs)
+    except InputError as e:
+        problems = _GROUND_TRUTH_PROBLEMS.get()
+        if problems is None:
+            raise
+        problems.append(str(e))
+        return None
 
 
 def require_file(path: Path, what: str) -> Path:

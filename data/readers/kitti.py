@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     list_images,
     parse_floats,
     read_depth_png,
@@ -137,7 +138,7 @@ def load_kitti_depth(root: Path, camera: str = "image_02") -> Sequence:
             image=read_rgb(all_images[j]),
             K=K.copy(),
             timestamp=float(times[j]) if times is not None else j / 10.0,
-            depth=read_depth_png(depths[i], DEPTH_SCALE),
+            depth=ground_truth(read_depth_png, depths[i], DEPTH_SCALE),
             cam2world=None,
         )
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data.readers.imageio import list_images, read_depth_png, read_rgb, require_dir, require_file
+from data.readers.imageio import (
+    ground_truth,
+    list_images,
+    read_depth_png,
+    read_rgb,
+    require_dir,
+    require_file,
+)
 from data.readers.poses import invert_rigid
 from data.schema import Frame, Sequence
 from recon.errors import InputError
@@ -68,7 +75,7 @@ def load(root: Path) -> Sequence:
         depth = None
         if depth_dir.is_dir():
             name = images[i].stem.replace("rgb_", "depth_") + ".png"
-            depth = read_depth_png(depth_dir / name, DEPTH_SCALE)
+            depth = ground_truth(read_depth_png, depth_dir / name, DEPTH_SCALE)
         return Frame(
             image=read_rgb(images[i]),
             K=Ks[i].copy(),

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     image_size,
     read_depth_png,
     read_matrix,
@@ -107,7 +108,7 @@ def load(root: Path) -> Sequence:
         image = read_rgb(colors[idx])
         if resize_to is not None:
             image = cv2.resize(image, resize_to, interpolation=cv2.INTER_AREA)
-        depth = read_depth_png(depths[idx], DEPTH_SCALE) if has_depth else None
+        depth = ground_truth(read_depth_png, depths[idx], DEPTH_SCALE) if has_depth else None
         if depth is not None and depth.shape != image.shape[:2]:
             raise InputError(
                 f"{depths[idx]}: depth is {depth.shape[1]}x{depth.shape[0]}, expected "

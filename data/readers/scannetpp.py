@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from data.readers.imageio import (
+    ground_truth,
     image_size,
     natural_key,
     parse_floats,
@@ -185,7 +186,8 @@ def load(root: Path, device: str | None = None) -> Sequence:
         image = read_rgb(image_dir / name)
         if image.shape[1::-1] != size:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        depth = read_depth_png(depth_dir / (Path(name).stem + ".png"), DEPTH_SCALE) if has_depth else None
+        depth_path = depth_dir / (Path(name).stem + ".png")
+        depth = ground_truth(read_depth_png, depth_path, DEPTH_SCALE) if has_depth else None
         if depth is not None and depth.shape[::-1] != size:
             raise InputError(
                 f"{depth_dir / (Path(name).stem + '.png')}: depth is {depth.shape[::-1]}, expected {size}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     image_size,
     intrinsics_option,
     natural_key,
@@ -95,12 +96,14 @@ def load(root: Path, depth: str = "auto", K: np.ndarray | None = None) -> Sequen
     def load_frame(i: int) -> Frame:
         stem = root / stems[i]
         pose_path = Path(f"{stem}.pose.txt")
-        pose = check_pose(read_matrix(pose_path, (4, 4), "a 4x4 cam2world matrix"), str(pose_path))
+        pose = ground_truth(
+            lambda: check_pose(read_matrix(pose_path, (4, 4), "a 4x4 cam2world matrix"), str(pose_path))
+        )
         return Frame(
             image=read_rgb(colors[i]),
             K=K.copy(),
             timestamp=i / FPS,
-            depth=read_depth_png(Path(f"{stem}{suffix}"), DEPTH_SCALE, INVALID),
+            depth=ground_truth(read_depth_png, Path(f"{stem}{suffix}"), DEPTH_SCALE, INVALID),
             cam2world=pose,
         )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.readers.imageio import natural_key, read_rgb, require_dir, require_file
+from data.readers.imageio import ground_truth, natural_key, read_rgb, require_dir, require_file
 from data.readers.poses import invert_rigid, rigid_from_3x4
 from data.schema import Frame, Sequence
 from recon.errors import InputError
@@ -109,7 +109,7 @@ def load(root: Path, scene: str | None = None) -> Sequence:
             image=read_rgb(images[i]),
             K=K,
             timestamp=i / FPS,
-            depth=read_dpt(depth_dir / f"{stem}.dpt") if has_depth else None,
+            depth=ground_truth(read_dpt, depth_dir / f"{stem}.dpt") if has_depth else None,
             cam2world=cam2world,
         )
 

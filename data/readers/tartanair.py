@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     image_size,
     intrinsics_option,
     list_images,
@@ -101,7 +102,7 @@ def load(root: Path, K: np.ndarray | None = None) -> Sequence:
         depth = None
         if depth_dir.is_dir():
             name = images[i].name.replace("_left.png", "_left_depth.npy")
-            depth = _read_npy_depth(depth_dir / name, image.shape[:2])
+            depth = ground_truth(_read_npy_depth, depth_dir / name, image.shape[:2])
         return Frame(image=image, K=K.copy(), timestamp=i / FPS, depth=depth, cam2world=poses[i].copy())
 
     return Sequence(

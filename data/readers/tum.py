@@ -11,7 +11,11 @@ Layout (as distributed)::
 Depth, poses and masks are associated to the RGB frames one-to-one by nearest timestamp (less
 than ``max_dt`` s apart, TUM's associate.py rule). RGB frames without a depth image are dropped
 (counted in ``meta["dropped_without_depth"]`` with a warning); frames without a pose get ``cam2world=None``
-(``meta["frames_without_pose"]``). Intrinsics come from the ``K`` option, else ``intrinsics.txt``,
+(``meta["frames_without_pose"]``). A sequence without groundtruth.txt or depth.txt lists them in
+``meta["missing_ground_truth"]`` (``recon data check`` reports them). Ground truth that cannot be
+read (a broken groundtruth.txt / depth.txt, a truncated depth PNG) raises, except inside
+``data.readers.imageio.collect_ground_truth_problems``, where it is recorded and left out (the
+images alone are enough to reconstruct). Intrinsics come from the ``K`` option, else ``intrinsics.txt``,
 else the sequence name (``freiburg1/2/3`` or ``fr1/2/3``, ``rgbd_bonn``); otherwise an error says
 what to provide.
 
@@ -29,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     image_size,
     intrinsics_option,
     parse_floats,
@@ -124,13 +129,24 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
     """
     rgb_list = require_file(root / "rgb.txt", "TUM list of RGB images")
     rgb_ts, rgb_names = read_file_list(rgb_list)
-    meta: dict = {"depth_scale": DEPTH_SCALE, "max_dt": max_dt}
+    meta: dict = {"depth_scale": DEPTH_SCALE, "max_dt": max_dt, "missing_ground_truth": []}
     keep = np.arange(len(rgb_ts))
 
-    depth_idx = None
-    if (root / "depth.txt").is_file():
+    def _depth_list() -> tuple[list[str], np.ndarray]:
         depth_ts, depth_names = read_file_list(root / "depth.txt")
-        depth_idx = associate(rgb_ts, depth_ts, max_dt, rgb_list, root / "depth.txt")
+        return depth_names, associate(rgb_ts, depth_ts, max_dt, rgb_list, root / "depth.txt")
+
+    def _poses() -> tuple[np.ndarray, np.ndarray]:
+        # TUM lines "t tx ty tz qx qy qz qw" (quaternion xyzw): cam2world, OpenCV camera, as given.
+        gt_ts, gt_poses = read_tum(root / "groundtruth.txt")
+        return gt_poses, associate(rgb_ts, gt_ts, max_dt, rgb_list, root / "groundtruth.txt")
+
+    depth_idx = None
+    found_depth = ground_truth(_depth_list) if (root / "depth.txt").is_file() else None
+    if not (root / "depth.txt").is_file():
+        meta["missing_ground_truth"].append(f"{root / 'depth.txt'}: missing (the TUM list of depth images)")
+    if found_depth is not None:
+        depth_names, depth_idx = found_depth
         keep = np.flatnonzero(depth_idx >= 0)
         dropped = len(rgb_ts) - keep.size
         meta["dropped_without_depth"] = int(dropped)
@@ -140,10 +156,12 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
             )
 
     cam2world = [None] * len(rgb_ts)
-    if (root / "groundtruth.txt").is_file():
-        # TUM lines "t tx ty tz qx qy qz qw" (quaternion xyzw): cam2world, OpenCV camera, as given.
-        gt_ts, gt_poses = read_tum(root / "groundtruth.txt")
-        gt_idx = associate(rgb_ts, gt_ts, max_dt, rgb_list, root / "groundtruth.txt")
+    found_poses = ground_truth(_poses) if (root / "groundtruth.txt").is_file() else None
+    if not (root / "groundtruth.txt").is_file():
+        meta["missing_ground_truth"].append(
+            f"{root / 'groundtruth.txt'}: missing (the TUM ground-truth trajectory); no frame has a pose")
+    if found_poses is not None:
+        gt_poses, gt_idx = found_poses
         cam2world = [gt_poses[j] if j >= 0 else None for j in gt_idx]
         missing = int(sum(gt_idx[keep] < 0))
         meta["frames_without_pose"] = missing
@@ -183,7 +201,7 @@ def load(root: Path, K: np.ndarray | None = None, max_dt: float = 0.02) -> Seque
         j = keep[i]
         depth = None
         if depth_idx is not None:
-            depth = read_depth_png(root / depth_names[depth_idx[j]], DEPTH_SCALE)
+            depth = ground_truth(read_depth_png, root / depth_names[depth_idx[j]], DEPTH_SCALE)
         mask = read_mask_png(root / mask_names[j]) if mask_names[j] is not None else None
         pose = cam2world[j]
         return Frame(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data.readers.imageio import (
+    ground_truth,
     list_images,
     parse_floats,
     pinhole_K,
@@ -89,7 +90,7 @@ def load(root: Path, camera: int = 0) -> Sequence:
         fid = frame_ids[i]
         depth = None
         if depth_dir.is_dir():
-            depth = read_depth_png(depth_dir / f"depth_{fid:05d}.png", DEPTH_SCALE, INVALID)
+            depth = ground_truth(read_depth_png, depth_dir / f"depth_{fid:05d}.png", DEPTH_SCALE, INVALID)
         return Frame(
             image=read_rgb(images[i]),
             K=pinhole_K(*intr[fid]),

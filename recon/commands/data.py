@@ -6,6 +6,8 @@ import argparse
 import json
 import warnings
 
+from recon.commands.argtypes import bounded_int
+
 NAME = "data"
 HELP = "validate a dataset sequence on disk (recon data check ROOT) or list the readable formats"
 
@@ -29,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader option, e.g. -o sequence=110_13051_23361 -o 'K=[500,500,320,240]' "
         "(values parsed as JSON when possible)",
     )
-    check.add_argument("--max-frames", type=int, default=None, help="check at most this many frames")
-    check.add_argument("--stride", type=int, default=1, help="check every N-th frame")
+    check.add_argument(
+        "--max-frames", type=bounded_int(1), default=None, help="check at most this many frames"
+    )
+    check.add_argument("--stride", type=bounded_int(1), default=1, help="check every N-th frame")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_parser("formats", help="list the dataset formats and their on-disk layouts")
 

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from recon.commands.argtypes import bounded_int
 from recon.commands.run import add_run_options, print_summary, stream_source
 
 NAME = "demo"
@@ -22,10 +23,12 @@ HELP = "generate a synthetic video, reconstruct it with the shipped model, repor
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    parser.add_argument("--frames", type=int, default=150, help="length of the synthetic video (150)")
+    parser.add_argument(
+        "--frames", type=bounded_int(3), default=150, help="length of the synthetic video (150)"
+    )
     parser.add_argument("--seed", type=int, default=2026, help="seed of the synthetic scene (2026)")
     parser.add_argument("--trajectory", default="loop", help="camera path kind (default loop)")
-    parser.add_argument("--dynamic", type=int, default=1, help="independently moving objects (1)")
+    parser.add_argument("--dynamic", type=bounded_int(0), default=1, help="independently moving objects (1)")
     add_run_options(parser)
     parser.set_defaults(rrd="__default__")
 
@@ -70,7 +73,10 @@ def main(args: argparse.Namespace) -> int:
         args.rrd = str(out / "demo.rrd")
     source = load_sequence(folder, format="tum")
     print(f"streaming {folder} ({len(source)} frames) through {checkpoint}")
-    summary = stream_source(source, args, out / "run", extra_settings={"demo_data": str(folder)})
+    # the demo owns OUT/run: a rerun replaces the previous demo's run (only the files it wrote)
+    summary = stream_source(
+        source, args, out / "run", extra_settings={"demo_data": str(folder)}, overwrite=True
+    )
     print_summary(summary, out / "run")
     if args.rrd:
         print(f"Rerun recording: {args.rrd} (view it with: .venv/bin/rerun {args.rrd})")

@@ -1,7 +1,9 @@
 """`recon run SOURCE`: streaming reconstruction of a video file, image folder, dataset or webcam.
 
 Writes OUT/trajectory.txt (TUM), intrinsics.txt, map.ply, optional depth/ and conf/, summary.json,
-and optionally a Rerun recording / live viewer. With ground truth in the source, summary.json's
+and optionally a Rerun recording / live viewer. The folder belongs to one run: it is locked while
+the run writes it, and a folder holding other files is refused unless ``--overwrite`` (which deletes
+only what the earlier run's manifest.json lists). With ground truth in the source, summary.json's
 ``accuracy`` holds depth and pose errors; the pose entry puts the model's ATE beside the
 static-camera and constant-velocity baselines and the Sim(3) scale
 (``recon.infer.scoring.GroundTruthScorer.result``). Ctrl-C or SIGTERM stop at the next frame boundary,
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from recon.commands.argtypes import bounded_int, finite_float
 
 NAME = "run"
 HELP = "stream a video / image folder / dataset sequence / webcam through the model"
@@ -28,13 +33,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=bounded_int(1),
         default=1,
         help="CPU threads for the model (default 1: a small model gains little from more, "
         "and loses a lot when other processes, e.g. a viewer, share the cores)",
     )
-    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--stride", type=bounded_int(1), default=1, help="use every N-th frame (default 1)")
+    parser.add_argument("--max-frames", type=bounded_int(1), default=None, help="stop after this many frames")
     parser.add_argument(
         "--resize",
         choices=("crop", "resize"),
@@ -52,14 +57,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-depth", action="store_true", help="write depth/ and conf/ .npy per frame")
     parser.add_argument(
         "--voxel-size",
-        type=float,
+        type=finite_float(0.0, low_open=True),
         default=None,
         help="map voxel size in model units (default: 1/100 of the first median depth)",
     )
-    parser.add_argument("--max-points", type=int, default=500_000, help="bound on the fused map size")
+    parser.add_argument(
+        "--max-points", type=bounded_int(1), default=500_000, help="bound on the fused map size"
+    )
     parser.add_argument(
         "--conf-quantile",
-        type=float,
+        type=finite_float(0.0, 1.0, high_open=True),
         default=0.3,
         help="drop each frame's least confident fraction of points (default 0.3)",
     )
@@ -70,7 +77,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="live viewer: spawn a native viewer, serve the web viewer, or connect",
     )
     parser.add_argument("--rerun-url", default=None, help="gRPC url for --rerun connect")
-    parser.add_argument("--web-port", type=int, default=None, help="web viewer port for --rerun serve")
+    parser.add_argument(
+        "--web-port", type=bounded_int(1, 65535), default=None, help="web viewer port for --rerun serve"
+    )
     parser.add_argument("--rrd", default=None, help="save the Rerun recording to this .rrd file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -82,10 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="video file, image folder, dataset sequence folder, or webcam index (0, 1, ...)",
     )
     parser.add_argument("--out", default="outputs/run", help="output folder (default outputs/run)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier run in --out (only the files that run wrote are deleted); "
+        "without it a non-empty --out is refused",
+    )
     parser.add_argument("--format", default=None, help="dataset format of SOURCE (default: detected)")
     parser.add_argument(
         "--fov",
-        type=float,
+        type=finite_float(1.0, 179.0),
         default=None,
         help="horizontal FoV in degrees for a plain video's guessed intrinsics",
     )
@@ -109,57 +124,85 @@ def resolve_device(name: str):
 
 
 def stream_source(
-    source, args: argparse.Namespace, out_dir: str | Path, extra_settings: dict | None = None
+    source,
+    args: argparse.Namespace,
+    out_dir: str | Path,
+    extra_settings: dict | None = None,
+    overwrite: bool | None = None,
 ) -> dict:
-    """Run the model over an opened source with the shared options; returns the summary."""
+    """Run the model over an opened source with the shared options; returns the summary.
+
+    Everything that can be checked without the model is checked first (options, intrinsics against
+    the source, the output folder), so a mistake costs no model load. The output folder is claimed
+    (:class:`recon.infer.outputs.RunFolder`: locked, refused when it holds other files unless
+    ``overwrite``, which defaults to ``args.overwrite``) for the whole run.
+    """
     import torch
     from tqdm import tqdm
 
     from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
     from recon.errors import InputError
-    from recon.infer.outputs import RunOutputs
+    from recon.infer.outputs import RunFolder, RunOutputs
     from recon.infer.pointmap import StreamingPointMap
     from recon.infer.rerun_logger import RerunLogger, RerunOptions
     from recon.infer.runner import StreamRunner
     from recon.infer.scoring import GroundTruthScorer
-    from recon.infer.sources import FrameStream, parse_intrinsics
+    from recon.infer.sources import (
+        FrameStream,
+        WebcamSequence,
+        check_intrinsics,
+        check_source_intrinsics,
+        intrinsics_label,
+        parse_intrinsics,
+    )
 
     device = resolve_device(args.device)
     if args.threads < 1:
         raise InputError(f"--threads: expected >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    model = load_model(checkpoint, device)
     use_source_K = args.intrinsics == "source"
-    stream = FrameStream(
-        source,
-        tuple(model.cfg.image_size),
-        args.resize,
-        args.stride,
-        args.max_frames,
-        known_K=None if use_source_K else parse_intrinsics(args.intrinsics),
-        use_source_K=use_source_K,
-    )
+    known_K = None if use_source_K else parse_intrinsics(args.intrinsics)
+    check_source_intrinsics(source, use_source_K)
+    if known_K is not None and not isinstance(source, WebcamSequence) and len(source):
+        h, w = source[0].image.shape[:2]
+        check_intrinsics(known_K, w, h, f"--intrinsics {args.intrinsics}")
     point_map = StreamingPointMap(args.voxel_size, args.max_points, args.conf_quantile)
-    outputs = RunOutputs(out_dir, point_map, save_depth=args.save_depth)
-    rerun = RerunOptions(viewer=args.rerun, save=args.rrd, url=args.rerun_url, web_port=args.web_port)
-    logger = RerunLogger(rerun, name=source.name) if rerun.enabled else None
-    settings = {
-        "source": str(getattr(source, "root", source.name)),
-        "format": source.format,
-        "checkpoint": str(checkpoint),
-        "device": str(device),
-        "stride": args.stride,
-        "max_frames": args.max_frames,
-        "resize": args.resize,
-        "image_size": list(model.cfg.image_size),
-        "intrinsics": args.intrinsics or "predicted",
-        "rrd": args.rrd,
-        **(extra_settings or {}),
-    }
-    runner = StreamRunner(model, outputs, logger, device, settings, scorer=GroundTruthScorer())
-    with tqdm(total=len(stream) or None, unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-        return runner.run(stream, progress=bar)
+    for problem in getattr(source, "meta", {}).get("ground_truth_problems", []):
+        print(f"warning: {problem}; running without it", file=sys.stderr)
+    overwrite = getattr(args, "overwrite", False) if overwrite is None else overwrite
+    with RunFolder(out_dir, overwrite=overwrite, save_depth=args.save_depth, extra_files=(args.rrd,)):
+        torch.set_num_threads(args.threads)
+        checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+        model = load_model(checkpoint, device)
+        stream = FrameStream(
+            source,
+            tuple(model.cfg.image_size),
+            args.resize,
+            args.stride,
+            args.max_frames,
+            known_K=known_K,
+            use_source_K=use_source_K,
+            lenient_ground_truth=True,
+        )
+        outputs = RunOutputs(out_dir, point_map, save_depth=args.save_depth)
+        rerun = RerunOptions(viewer=args.rerun, save=args.rrd, url=args.rerun_url, web_port=args.web_port)
+        logger = RerunLogger(rerun, name=source.name) if rerun.enabled else None
+        settings = {
+            "source": str(getattr(source, "root", source.name)),
+            "format": source.format,
+            "checkpoint": str(checkpoint),
+            "device": str(device),
+            "stride": args.stride,
+            "max_frames": args.max_frames,
+            "resize": args.resize,
+            "image_size": list(model.cfg.image_size),
+            "intrinsics": intrinsics_label(source, args.intrinsics),
+            "rrd": args.rrd,
+            "ground_truth_problems": list(getattr(source, "meta", {}).get("ground_truth_problems", [])),
+            **(extra_settings or {}),
+        }
+        runner = StreamRunner(model, outputs, logger, device, settings, scorer=GroundTruthScorer())
+        with tqdm(total=len(stream) or None, unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
+            return runner.run(stream, progress=bar)
 
 
 def print_summary(summary: dict, out_dir: str | Path) -> None:
@@ -168,6 +211,11 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
         f"(median latency {summary['latency_ms_median']:.1f} ms, peak RSS {summary['peak_rss_mb']:.0f} MB), "
         f"{summary['points']} map points"
     )
+    for key, what in (("blank_frames", "frames without usable texture kept out of the map"),
+                      ("ground_truth_failures", "frames whose ground truth could not be read (not scored)"),
+                      ("pose_fallbacks", "frames that kept the previous pose")):
+        if summary.get(key):
+            print(f"{summary[key]} {what}")
     acc = summary.get("accuracy", {})
     if "pose" in acc:
         print(pose_line(acc["pose"]))
@@ -177,7 +225,8 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
             f"depth vs ground truth: AbsRel {d['abs_rel']:.4f}, delta<1.25 {d['delta1']:.4f} "
             "(per-frame median scale)"
         )
-    print(f"outputs in {out_dir}: " + json.dumps(sorted(p.name for p in Path(out_dir).iterdir())))
+    names = sorted(p.name for p in Path(out_dir).iterdir() if not p.name.startswith("."))
+    print(f"outputs in {out_dir}: " + json.dumps(names))
 
 
 def pose_line(p: dict) -> str:

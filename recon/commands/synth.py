@@ -10,6 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
+from recon.commands.argtypes import finite_float
 from recon.errors import InputError
 
 NAME = "synth"
@@ -32,10 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="mixed",
         help="camera path kind; 'mixed' draws one per sequence (default)",
     )
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of timestamps and video (30)")
+    parser.add_argument(
+        "--fps",
+        type=finite_float(0.0, low_open=True),
+        default=30.0,
+        help="frame rate of timestamps and video (30)",
+    )
     parser.add_argument(
         "--fov",
-        type=float,
+        type=finite_float(),
         nargs=2,
         default=(50.0, 90.0),
         metavar=("MIN", "MAX"),

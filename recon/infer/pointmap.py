@@ -7,6 +7,7 @@ outgrows ``max_points`` the voxel grows by ``growth``, so memory stays flat on 1
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,13 @@ import open3d as o3d
 
 from recon.errors import InputError
 from recon.files import atomic_write
+
+# A valid PLY of no points with the map's properties (a map of only blank frames is empty).
+EMPTY_PLY = (
+    b"ply\nformat binary_little_endian 1.0\ncomment Created by streamrecon (empty map)\nelement vertex 0\n"
+    b"property float x\nproperty float y\nproperty float z\nproperty uchar red\nproperty uchar green\n"
+    b"property uchar blue\nproperty float confidence\nend_header\n"
+)
 
 
 def _tensor_cloud(points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> o3d.t.geometry.PointCloud:
@@ -44,11 +52,11 @@ class StreamingPointMap:
         merge_every: int = 32,
         growth: float = 1.25,
     ):
-        if voxel_size is not None and voxel_size <= 0:
-            raise InputError(f"voxel size must be > 0, got {voxel_size}")
+        if voxel_size is not None and not (math.isfinite(voxel_size) and voxel_size > 0):
+            raise InputError(f"voxel size: expected a finite number > 0, got {voxel_size}")
         if not 0.0 <= conf_quantile < 1.0:
             raise InputError(f"confidence quantile must be in [0, 1), got {conf_quantile}")
-        if max_points < 1 or merge_every < 1 or growth <= 1.0:
+        if max_points < 1 or merge_every < 1 or not (math.isfinite(growth) and growth > 1.0):
             raise InputError(
                 "need max_points >= 1, merge_every >= 1, growth > 1; "
                 f"got {max_points}, {merge_every}, {growth}"
@@ -129,7 +137,9 @@ class StreamingPointMap:
         cloud = self.cloud()
 
         def _write(tmp: Path) -> None:
-            if not o3d.t.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+            if len(cloud.point.positions) == 0:  # open3d refuses to write an empty cloud
+                tmp.write_bytes(EMPTY_PLY)
+            elif not o3d.t.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
                 raise InputError(f"could not write point cloud to {path}")
 
         atomic_write(path, _write)

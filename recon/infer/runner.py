@@ -6,7 +6,15 @@ go through ``model.step(frame, state, K=...)`` with a fixed-size state, and ever
 written (trajectory, intrinsics, point map, optional depth) and optionally logged to Rerun.
 
 Ctrl-C / SIGTERM stop the loop at the next frame boundary: the outputs then hold every finished
-frame and summary.json says "interrupted".
+frame and summary.json says "interrupted". summary.json is also rewritten while frames finish (at
+most every ``summary_every_s`` seconds and whenever map.ply is rewritten), so a killed run leaves a
+summary that counts its frames (its "running" then reads as "interrupted":
+``recon.infer.outputs.read_summary``).
+
+Frames whose image has no usable texture (:func:`textureless`: a blank, black or flat frame) still
+go through the model and get a trajectory line, but are kept out of the map, with a warning; their
+count is ``blank_frames`` in the summary. A frame whose ground truth cannot be read (``gt_problem``)
+is kept and not scored, also with a warning (``ground_truth_failures``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class SourceFrame:
         K: [3, 3] known intrinsics at model resolution (pixels), or None to let the model predict.
         gt_depth: optional [H, W] ground-truth depth at model resolution (metres, 0 = invalid).
         gt_cam2world: optional [4, 4] ground-truth pose (dataset world, OpenCV camera).
+        gt_problem: why the frame's ground truth could not be read (the frame is kept without it).
     """
 
     index: int
@@ -44,6 +53,28 @@ class SourceFrame:
     K: np.ndarray | None = None
     gt_depth: np.ndarray | None = None
     gt_cam2world: np.ndarray | None = None
+    gt_problem: str | None = None
+
+
+# A frame whose every channel varies by less than this (standard deviation over the pixels, 0..255)
+# carries no texture to reconstruct: a black, blank or flat frame.
+MIN_TEXTURE_STD = 2.0
+
+
+def texture_std(image: np.ndarray) -> float:
+    """The largest per-channel standard deviation of an [H, W, 3] uint8 image (0..255)."""
+    pixels = np.asarray(image, dtype=np.float32).reshape(-1, image.shape[-1] if image.ndim == 3 else 1)
+    return float(pixels.std(axis=0).max()) if pixels.size else 0.0
+
+
+def textureless(image: np.ndarray, min_std: float = MIN_TEXTURE_STD) -> bool:
+    """True for a frame with no usable texture (every channel's std below ``min_std``)."""
+    return texture_std(image) < min_std
+
+
+def _report_due(count: int) -> bool:
+    """Warn at the 1st, 2nd, 3rd, then every 100th occurrence (a long blank stretch is not a flood)."""
+    return count <= 3 or count % 100 == 0
 
 
 @dataclass
@@ -99,6 +130,7 @@ class StreamRunner:
         device: torch device of the model.
         settings: what to record in summary.json (source, options, checkpoint).
         scorer: optional ``recon.infer.scoring.GroundTruthScorer`` fed every frame.
+        summary_every_s: rewrite summary.json at most this often while running (and with each map).
     """
 
     def __init__(
@@ -109,6 +141,7 @@ class StreamRunner:
         device: torch.device | str = "cpu",
         settings: dict | None = None,
         scorer=None,
+        summary_every_s: float = 1.0,
     ):
         self.model = model
         self.scorer = scorer
@@ -119,18 +152,44 @@ class StreamRunner:
         self.stats = RunStats()
         self._process = psutil.Process()
         self.pose_fallbacks = 0
+        self.blank_frames = 0
+        self.ground_truth_failures = 0
+        self.summary_every_s = summary_every_s
 
-    def _summary(self, status: str) -> dict:
+    def _summary(self, status: str, final: bool = True) -> dict:
+        """The run summary. ``points`` / ``map_frames`` describe the map.ply on disk; accuracy is
+        computed for the final summary only (it costs a pass over every frame)."""
         summary = {
             "status": status,
             **self.stats.summary(),
-            "points": len(self.outputs.map),
+            "points": self.outputs.map_points,
+            "map_frames": self.outputs.map_frames,
             "pose_fallbacks": self.pose_fallbacks,
+            "blank_frames": self.blank_frames,
+            "ground_truth_failures": self.ground_truth_failures,
             "settings": self.settings,
         }
-        if self.scorer is not None:
+        if self.scorer is not None and final:
             summary["accuracy"] = self.scorer.result()
         return summary
+
+    def _check_frame(self, frame: SourceFrame) -> bool:
+        """Count and warn about a blank frame or unreadable ground truth; True if the frame may
+        enter the map."""
+        if frame.gt_problem is not None:
+            self.ground_truth_failures += 1
+            if _report_due(self.ground_truth_failures):
+                print(f"warning: frame {frame.index}: ground truth not usable ({frame.gt_problem}); frame "
+                      f"kept, not scored ({self.ground_truth_failures} such frames so far)", file=sys.stderr)
+        std = texture_std(frame.image)
+        if std >= MIN_TEXTURE_STD:
+            return True
+        self.blank_frames += 1
+        if _report_due(self.blank_frames):
+            print(f"warning: frame {frame.index}: no usable texture (intensity std {std:.2f} < "
+                  f"{MIN_TEXTURE_STD:g}); kept out of the map ({self.blank_frames} such frames so far)",
+                  file=sys.stderr)
+        return False
 
     @torch.inference_mode()
     def _step(self, frame: SourceFrame, state):
@@ -154,11 +213,13 @@ class StreamRunner:
         """
         state = self.model.init_state(1, device=self.device)
         status = "running"
-        self.outputs.write_summary(self._summary(status))
+        self.outputs.write_summary(self._summary(status, final=False))
+        last_summary = time.monotonic()
         map_every = self.logger.options.map_every if self.logger else 0
         try:
             with _StopFlag() as stop:
                 for frame in frames:
+                    to_map = self._check_frame(frame)
                     t0 = time.perf_counter()
                     out, state = self._step(frame, state)
                     latency = (time.perf_counter() - t0) * 1000.0
@@ -167,7 +228,7 @@ class StreamRunner:
                         print(f"warning: frame {frame.index}: no finite relative pose in the window; "
                               f"kept the previous pose ({fallbacks} such frames so far)", file=sys.stderr)
                         self.pose_fallbacks = fallbacks
-                    self.outputs.write_frame(
+                    map_saved = self.outputs.write_frame(
                         frame.index,
                         frame.timestamp,
                         frame.image,
@@ -176,6 +237,7 @@ class StreamRunner:
                         out["K"],
                         out["cam2world"],
                         out["world_points"],
+                        to_map=to_map,
                     )
                     if self.scorer is not None:
                         self.scorer.update(frame, out)
@@ -183,6 +245,9 @@ class StreamRunner:
                     self.stats.latencies_ms.append(latency)
                     self.stats.rss_mb.append(rss)
                     self.outputs.timing.write(f"{frame.index} {latency:.3f} {rss:.1f}")
+                    if map_saved or time.monotonic() - last_summary >= self.summary_every_s:
+                        self.outputs.write_summary(self._summary(status, final=False))
+                        last_summary = time.monotonic()
                     if self.logger is not None:
                         self.logger.log_frame(
                             frame.index,

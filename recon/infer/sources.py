@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from data.readers.imageio import collect_ground_truth_problems
 from data.schema import Frame, Sequence
 from recon.errors import InputError
 from recon.infer.preprocess import FitPlan, plan_fit
@@ -22,7 +23,12 @@ from recon.infer.runner import SourceFrame
 
 
 def parse_intrinsics(text: str | None) -> np.ndarray | None:
-    """``"fx,fy,cx,cy"`` or a file holding 4 numbers or a 3x3 matrix -> K [3, 3] (pixels)."""
+    """``"fx,fy,cx,cy"`` or a file holding 4 numbers or a 3x3 matrix -> K [3, 3] (pixels).
+
+    A 3x3 matrix must be a pinhole ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (no skew: the model
+    takes fx, fy, cx, cy, so anything else would be silently dropped). The principal point is
+    checked against the image size later (:func:`check_intrinsics`).
+    """
     if text is None:
         return None
     path = Path(text)
@@ -49,7 +55,61 @@ def parse_intrinsics(text: str | None) -> np.ndarray | None:
         )
     if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         raise InputError(f"intrinsics {text!r}: focal lengths must be finite and > 0")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0], rtol=0.0, atol=1e-9):
+        raise InputError(
+            f"intrinsics {text!r}: the bottom row of the 3x3 matrix is {K[2].tolist()}, expected [0, 0, 1] "
+            "(a pinhole matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])"
+        )
+    if abs(K[0, 1]) > 1e-9 * K[0, 0] or abs(K[1, 0]) > 1e-9 * K[1, 1]:
+        raise InputError(
+            f"intrinsics {text!r}: off-diagonal entries K[0,1]={K[0, 1]:g}, K[1,0]={K[1, 0]:g}, expected 0 "
+            "(skew is not supported: a pinhole matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])"
+        )
     return K
+
+
+def check_intrinsics(K: np.ndarray, width: int, height: int, what: str) -> None:
+    """The principal point of ``K`` (pixels) must lie on the ``width`` x ``height`` image.
+
+    Pixel centres are at integer coordinates, so the image spans [-0.5, W - 0.5] x [-0.5, H - 0.5].
+
+    Raises:
+        InputError naming ``what``, the principal point and the image size.
+    """
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5):
+        raise InputError(
+            f"{what}: principal point ({cx:g}, {cy:g}) lies outside the {width}x{height} source image "
+            f"(expected cx in [-0.5, {width - 0.5:g}] and cy in [-0.5, {height - 0.5:g}], pixels at the "
+            "source resolution)"
+        )
+
+
+def check_source_intrinsics(source, use_source_K: bool) -> None:
+    """``--intrinsics source`` needs calibrated intrinsics: refuse a webcam or a plain video / image
+    folder, whose intrinsics would be the reader's field-of-view guess."""
+    if not use_source_K:
+        return
+    if isinstance(source, WebcamSequence):
+        raise InputError(f"--intrinsics source: {source.name} has no calibrated intrinsics; pass "
+                         "--intrinsics fx,fy,cx,cy or leave --intrinsics out to let the model predict them")
+    if source.meta.get("intrinsics_guessed"):
+        raise InputError(
+            f"--intrinsics source: {source.root} has no calibrated intrinsics (a plain video or image "
+            f"folder; they would be a {source.meta.get('fov_deg', 60):g} degree field-of-view guess); pass "
+            "--intrinsics fx,fy,cx,cy, add --fov DEGREES to use a guess knowingly, or leave --intrinsics "
+            "out to let the model predict them"
+        )
+
+
+def intrinsics_label(source, text: str | None) -> str:
+    """What summary.json records as the intrinsics used: predicted, the user's, or the source's
+    (saying when the source's are a field-of-view guess)."""
+    if text is None:
+        return "predicted"
+    if text == "source" and not isinstance(source, WebcamSequence) and source.meta.get("fov_deg") is not None:
+        return f"source (a {source.meta['fov_deg']:g} degree field-of-view guess, --fov)"
+    return text
 
 
 class WebcamSequence:
@@ -87,11 +147,17 @@ def open_source(
     from data import detect_format, load_sequence
 
     fmt = format or detect_format(Path(source))
-    if fmt != "video":
-        return load_sequence(source, format=fmt)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the guessed-K warning: runs predict K unless told otherwise
-        return load_sequence(source, format=fmt, fov_deg=fov_deg)
+    # The reconstruction needs only the images: ground truth that cannot be read is left out, and
+    # listed in meta["ground_truth_problems"] for the run to warn about.
+    with collect_ground_truth_problems() as problems:
+        if fmt != "video":
+            seq = load_sequence(source, format=fmt)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the guessed-K warning: runs predict K unless told otherwise
+                seq = load_sequence(source, format=fmt, fov_deg=fov_deg)
+    seq.meta["ground_truth_problems"] = list(problems)
+    return seq
 
 
 @dataclass
@@ -107,6 +173,8 @@ class FrameStream:
         known_K: user intrinsics at the source resolution; None = use the source's calibration if
             ``use_source_K`` else let the model predict.
         use_source_K: pass the dataset's calibrated K to the model.
+        lenient_ground_truth: a frame whose ground truth cannot be read is kept without it (its
+            ``SourceFrame.gt_problem`` says why) instead of stopping the stream.
     """
 
     source: Sequence | WebcamSequence
@@ -117,6 +185,8 @@ class FrameStream:
     known_K: np.ndarray | None = None
     use_source_K: bool = False
     plan: FitPlan | None = None
+    lenient_ground_truth: bool = False
+    _gt_problems: dict[int, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.stride < 1:
@@ -135,15 +205,27 @@ class FrameStream:
         if isinstance(self.source, WebcamSequence):
             it = (f for f in self.source if f.index % self.stride == 0)
         else:
-            it = (self.source[i] for i in range(0, len(self.source), self.stride))
+            it = (self._load(i) for i in range(0, len(self.source), self.stride))
         for count, frame in enumerate(it):
             if self.max_frames is not None and count >= self.max_frames:
                 return
             yield frame
 
+    def _load(self, i: int) -> Frame:
+        if not self.lenient_ground_truth:
+            return self.source[i]
+        with collect_ground_truth_problems() as problems:
+            frame = self.source[i]
+        if problems:
+            self._gt_problems[frame.index] = "; ".join(problems)
+        return frame
+
     def fit(self, frame: Frame) -> SourceFrame:
         """Fit one raw frame to the model resolution."""
         if self.plan is None:
+            check_source_intrinsics(self.source, self.use_source_K)
+            if self.known_K is not None:
+                check_intrinsics(self.known_K, frame.image.shape[1], frame.image.shape[0], "--intrinsics")
             self.plan = plan_fit(frame.image.shape[:2], self.out_hw, self.policy)
         K = self.known_K if self.known_K is not None else (frame.K if self.use_source_K else None)
         if self.use_source_K and K is None:
@@ -155,6 +237,7 @@ class FrameStream:
             K=None if K is None else self.plan.intrinsics(K),
             gt_depth=None if frame.depth is None else self.plan.depth(frame.depth),
             gt_cam2world=frame.cam2world,
+            gt_problem=self._gt_problems.pop(frame.index, None),
         )
 
     def __iter__(self) -> Iterator[SourceFrame]:
