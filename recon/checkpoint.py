@@ -9,17 +9,21 @@ An exported checkpoint is a folder::
 written by ``recon train`` (read with ``torch.load(weights_only=True)``: never unpickles code). A
 checkpoint whose tensors do not fit the model (another architecture) raises
 :class:`recon.errors.CheckpointError` listing the missing, unexpected and shape-mismatched keys.
+That check comes before anything is allocated: the model the config describes is built on the
+``meta`` device (no memory) and its shapes compared with the weight file's (for safetensors, read
+from the header alone), so a config asking for absurd sizes is refused, not allocated.
 Configs are parsed as YAML data, never evaluated.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -75,10 +79,13 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict]:
+def read_lightning_checkpoint(
+    path: str | Path, mmap: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict]:
     """Network config, network state dict and training facts from a ``recon train`` ``.ckpt``.
 
-    Loaded with ``torch.load(weights_only=True)``.
+    Loaded with ``torch.load(weights_only=True)``; ``mmap`` maps the tensors instead of reading them
+    (a cheap check of a large checkpoint).
 
     Returns:
         (model config mapping, state dict with the ``net.`` prefix removed, {"global_step", "epoch"}).
@@ -87,9 +94,16 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[st
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (expected a Lightning .ckpt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not (mmap and "mmap can only be used" in str(e)):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # not a zip: say what it is
     except Exception as e:  # unpickling errors of many kinds: corrupt file or foreign objects
-        raise CheckpointError(f"{path}: cannot be read as a weights-only Lightning checkpoint ({e})") from e
+        raise CheckpointError(
+            f"{path}: cannot be read as a weights-only Lightning checkpoint ({_load_error(e)}); "
+            "expected a .ckpt written by recon train (nothing in it was executed)") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     hparams = ckpt.get("hyper_parameters") or {}
@@ -104,9 +118,38 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[st
     return net_cfg, state, {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch")}
 
 
+def _load_error(e: Exception) -> str:
+    """The telling line of a torch.load error (its weights-only refusals span a page)."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # the refusal itself, without torch's advice to load it unsafely
+        reason = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+        return "refused by the weights-only unpickler: " + (" ".join(reason.split()) or "unsupported content")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines or [type(e).__name__])[0]
+
+
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_LIST_LIMIT])
     return shown + (f", ... ({len(names)} in all)" if len(names) > _LIST_LIMIT else "")
+
+
+def _mismatch(own: dict[str, list[int]], theirs: dict[str, list[int]], source: str, what: str) -> str | None:
+    """The CheckpointError message for shapes that differ, or None when they agree."""
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    mismatched = sorted(f"{k} (checkpoint {theirs[k]}, {what} {own[k]})"
+                        for k in set(own) & set(theirs) if list(own[k]) != list(theirs[k]))
+    if not (missing or unexpected or mismatched):
+        return None
+    parts = [f"{source}: checkpoint does not fit this {what} (another architecture?)"]
+    if missing:
+        parts.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatches: {_listing(mismatched)}")
+    return "; ".join(parts)
 
 
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -117,21 +160,74 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
         state: tensors by parameter / buffer name.
         source: where they came from (for the message).
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(f"{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})"
-                        for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        parts = [f"{source}: checkpoint does not fit this model (another architecture?)"]
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches: {_listing(mismatched)}")
-        raise CheckpointError("; ".join(parts))
+    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    message = _mismatch(own, {k: list(v.shape) for k, v in state.items()}, source, "model")
+    if message:
+        raise CheckpointError(message)
     model.load_state_dict(state, strict=True)
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
+    """Tensor shapes of a safetensors file, from its header alone (no tensor is read).
+
+    Raises:
+        CheckpointError: not a readable safetensors file.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_load_error(e)})") from e
+
+
+class _TooLarge(Exception):
+    """Raised inside a meta-device build that outgrew the weights it is checked against."""
+
+
+def check_config_shapes(cfg: Any, shapes: dict[str, list[int]], source: str) -> None:
+    """The model ``cfg`` describes must have exactly the tensors ``shapes`` lists, checked before
+    anything is allocated: the model is built on the ``meta`` device (shapes, no memory).
+
+    Args:
+        cfg: a model config (mapping, preset name, path or ModelConfig).
+        shapes: tensor shapes by state-dict name (the weight file's).
+        source: where they came from (for the message).
+
+    Raises:
+        CheckpointError: an invalid config, or one whose tensors differ from the weights' (e.g. a
+            config.yaml edited to ``dim: 60000`` beside weights of dim 64).
+    """
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    from recon.model import build_model
+
+    # Even on the meta device, building a config that asks for e.g. 60,000 blocks takes minutes:
+    # stop as soon as it has registered clearly more parameters than the weights hold.
+    budget = 2 * sum(math.prod(s) for s in shapes.values()) + 1_000_000
+    registered = [0]
+
+    def count(module, name, param) -> None:
+        registered[0] += 0 if param is None else param.numel()
+        if registered[0] > budget:
+            raise _TooLarge
+
+    hook = register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{source}: its model config is invalid ({e})") from e
+    except _TooLarge:
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit this model config (another architecture?): the config "
+            f"describes more than {budget:,} parameters, the weights hold "
+            f"{sum(math.prod(s) for s in shapes.values()):,}; nothing was built") from None
+    finally:
+        hook.remove()
+    own = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    message = _mismatch(own, shapes, source, "model config")
+    if message:
+        raise CheckpointError(message + "; nothing was built")
 
 
 def check_architecture(cfg: dict[str, Any], source: str, override: Any = None) -> None:
@@ -208,17 +304,23 @@ def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
     from recon.model import build_model
 
     kind, path = _locate(source)
+    wanted = None
     if kind == "export":
         cfg = read_config(path / CONFIG_NAME)["model"]
+        check_architecture(cfg, str(path), model_config)
+        wanted = model_config if model_config is not None else cfg
+        check_config_shapes(wanted, safetensors_shapes(path / WEIGHTS_NAME), str(path))
         try:
             state = load_file(str(path / WEIGHTS_NAME))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
     else:
         cfg, state, _ = read_lightning_checkpoint(path)
-    check_architecture(cfg, str(path), model_config)
+        check_architecture(cfg, str(path), model_config)
+        wanted = model_config if model_config is not None else cfg
+        check_config_shapes(wanted, {k: list(v.shape) for k, v in state.items()}, str(path))
     try:
-        model = build_model(model_config if model_config is not None else cfg)
+        model = build_model(wanted)
     except ConfigError as e:
         raise CheckpointError(f"{path}: its model config is invalid ({e})") from e
     load_state_checked(model, state, str(path))

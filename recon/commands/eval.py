@@ -14,6 +14,8 @@ import re
 import shlex
 from pathlib import Path
 
+from recon.commands.argtypes import bounded_int
+
 NAME = "eval"
 HELP = "evaluate checkpoints on a drift protocol (metrics per sequence length, drift curves, report)"
 
@@ -37,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="outputs/eval", help="report folder (default outputs/eval)")
     parser.add_argument("--data-root", default=None, help="folder holding the protocol's dataset sequences")
-    parser.add_argument("--max-frames", type=int, default=None, help="cap every sequence (smoke runs)")
+    parser.add_argument(
+        "--max-frames", type=bounded_int(3), default=None, help="cap every sequence (smoke runs; >= 3)"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument("--list", action="store_true", help="list the built-in protocols and exit")
     parser.add_argument(
@@ -105,15 +109,18 @@ def _list_protocols() -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from recon.errors import InputError
+
     if args.list:
         return _list_protocols()
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a folder (expected a report folder)")
     if args.merge:
         return _merge(args)
     from tqdm import tqdm
 
     from recon.checkpoint import load_model
     from recon.commands.run import resolve_device
-    from recon.errors import InputError
     from recon.eval.drift import evaluate_records, stream_records
     from recon.eval.protocols import load_protocol, open_sequences
     from recon.eval.report import ModelRun, write_report
@@ -167,6 +174,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    """Merge report.json files into --out; an invalid input stops it before anything is written."""
     import json
 
     from recon.errors import InputError
@@ -181,6 +189,8 @@ def _merge(args: argparse.Namespace) -> int:
             reports.append((path, json.loads(p.read_text())))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"--merge: {path} is not valid JSON ({e}); expected a report.json") from None
+        except OSError as e:
+            raise InputError(f"--merge: {path} cannot be read ({e.strerror})") from None
     try:
         report = merge_reports(reports)
     except ValueError as e:

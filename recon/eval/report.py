@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.errors import InputError
 from recon.eval.drift import SequenceEvaluation
 from recon.eval.protocols import FULL, Protocol
-from recon.files import atomic_write
 
 REPORT_FORMAT = "streamrecon-eval-report/1"
 JSON_NAME, MARKDOWN_NAME = "report.json", "report.md"
@@ -274,7 +277,7 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), constrained_layout=True)
     for ax, (key, title) in zip(axes, panels, strict=True):
         for m in report["models"]:
-            pts = [(r["length"], r[key]) for r in m["summary"] if r[key] is not None]
+            pts = [(r["length"], r[key]) for r in m["summary"] if r.get(key) is not None]
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, marker="o", label=m["name"])
@@ -316,30 +319,143 @@ def plot_report(report: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def write_report(
     out_dir: str | Path, protocol: Protocol, runs: list[ModelRun], settings: dict | None = None
 ) -> dict[str, Path]:
     """Write report.json, report.md and the PNG plots into ``out_dir``; returns their paths.
 
-    The plots and the Markdown come first and report.json last (each written atomically), so a
-    report.json on disk always belongs to a finished evaluation.
+    The plots and the Markdown come first and report.json last (each moved into place atomically
+    from a temporary folder: :func:`write_report_dict`), so a report.json on disk always belongs to
+    a finished evaluation.
     """
     return write_report_dict(out_dir, build_report(protocol, runs, settings))
 
 
 def write_report_dict(out_dir: str | Path, report: dict) -> dict[str, Path]:
-    """Write a report dict (:func:`build_report`, :func:`merge_reports`) as :func:`write_report` does."""
+    """Write a report dict (:func:`build_report`, :func:`merge_reports`) as :func:`write_report` does.
+
+    Every file is rendered into a temporary sibling folder first and moved into ``out_dir`` only
+    when all of them were written (report.json last): a report that fails to render leaves an
+    existing report folder as it was.
+
+    Raises:
+        InputError: ``out_dir`` is an existing file, or cannot be created.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    length_png, curve_png = plot_report(report, out_dir)
-    _atomic_text(out_dir / MARKDOWN_NAME, markdown_report(report))
-    _atomic_text(out_dir / JSON_NAME, json.dumps(report, indent=1, allow_nan=False))
-    return {"json": out_dir / JSON_NAME, "markdown": out_dir / MARKDOWN_NAME, "length_plot": length_png,
-            "curve_plot": curve_png}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a folder (expected a report folder)")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as e:
+        raise InputError(f"--out {out_dir}: cannot be created ({e.strerror})") from None
+    try:
+        plots = [p.name for p in plot_report(report, tmp)]
+        (tmp / MARKDOWN_NAME).write_text(markdown_report(report))
+        (tmp / JSON_NAME).write_text(json.dumps(report, indent=1, allow_nan=False))
+        out_dir.mkdir(exist_ok=True)
+        for name in (*plots, MARKDOWN_NAME, JSON_NAME):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"json": out_dir / JSON_NAME, "markdown": out_dir / MARKDOWN_NAME,
+            "length_plot": out_dir / plots[0], "curve_plot": out_dir / plots[1]}
+
+
+# Leaves of a report's model entries that are text; every other leaf is a finite number or null.
+_TEXT_KEYS = frozenset({"name", "checkpoint", "label", "align", "memory_type", "signature"})
+
+
+def _show(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _scalar(value, key: str, where: str, path: str) -> None:
+    """A metric: a finite number or null (text only under the keys in _TEXT_KEYS)."""
+    if value is None or (isinstance(value, str) and key in _TEXT_KEYS):
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, int) and abs(value) > 2**63):
+        raise ValueError(f"{path}: {where} is {_show(value)}, expected a finite number or null")
+
+
+def _flat(node, where: str, path: str) -> None:
+    """A mapping of metrics (summary row, drift, timing)."""
+    if not isinstance(node, dict):
+        raise ValueError(f"{path}: {where} is {_show(node)}, expected a mapping")
+    for k, v in node.items():
+        _scalar(v, k, f"{where}.{k}", path)
+
+
+def _nested(node, where: str, path: str) -> None:
+    """A mapping of metrics and mappings of metrics (a prefix's pose / depth / cloud entries)."""
+    if not isinstance(node, dict):
+        raise ValueError(f"{path}: {where} is {_show(node)}, expected a mapping")
+    for k, v in node.items():
+        if isinstance(v, dict):
+            _nested(v, f"{where}.{k}", path)
+        else:
+            _scalar(v, k, f"{where}.{k}", path)
+
+
+def _require(node, key: str, kind, where: str, path: str):
+    value = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        names = {"dict": "a mapping", "list": "a list", "str": "text", "int": "an integer",
+                 "int or float": "a number"}.get(names, names)
+        raise ValueError(f"{path}: {where}.{key} is {_show(value)}, expected {names}")
+    return value
+
+
+def check_report(path: str, report: dict) -> None:
+    """A report.json's structure and values as :func:`markdown_report` and :func:`plot_report` read
+    them: every metric a finite number or null, every table a mapping, every curve a list.
+
+    Raises:
+        ValueError: naming the file and the first offending entry (e.g. ``models[0].summary[1].ate_rmse``).
+    """
+    protocol = _require(report, "protocol", dict, "report", path)
+    _require(protocol, "name", str, "protocol", path)
+    pose = _require(protocol, "pose", dict, "protocol", path)
+    _require(pose, "align", str, "protocol.pose", path)
+    _require(pose, "drift_align_frames", int, "protocol.pose", path)
+    if not isinstance(report.get("settings", {}), dict):
+        raise ValueError(f"{path}: settings is {_show(report.get('settings'))}, expected a mapping")
+    for i, model in enumerate(_require(report, "models", list, "report", path)):
+        where = f"models[{i}]"
+        if not isinstance(model, dict):
+            raise ValueError(f"{path}: {where} is {_show(model)}, expected a mapping")
+        _require(model, "name", str, where, path)
+        _require(model, "checkpoint", str, where, path)
+        facts = model.get("model", {})
+        if not isinstance(facts, dict):
+            raise ValueError(f"{path}: {where}.model is {_show(facts)}, expected a mapping")
+        for k, v in facts.items():
+            for j, item in enumerate(v if isinstance(v, list) else [v]):
+                _scalar(item, k, f"{where}.model.{k}" + (f"[{j}]" if isinstance(v, list) else ""), path)
+        _flat(_require(model, "drift", dict, where, path), f"{where}.drift", path)
+        for j, row in enumerate(_require(model, "summary", list, where, path)):
+            _require(row, "label", str, f"{where}.summary[{j}]", path)
+            _require(row, "length", (int, float), f"{where}.summary[{j}]", path)
+            _require(row, "sequences", int, f"{where}.summary[{j}]", path)
+            _flat(row, f"{where}.summary[{j}]", path)
+        for j, seq in enumerate(_require(model, "sequences", list, where, path)):
+            w = f"{where}.sequences[{j}]"
+            _require(seq, "name", str, w, path)
+            _require(seq, "num_frames", int, w, path)
+            _flat(_require(seq, "drift", dict, w, path), f"{w}.drift", path)
+            _flat(seq.get("timing", {}), f"{w}.timing", path)
+            for c, curve in _require(seq, "curves", dict, w, path).items():
+                _require(seq["curves"], c, list, f"{w}.curves", path)
+                for k, v in enumerate(curve):
+                    _scalar(v, c, f"{w}.curves.{c}[{k}]", path)
+            for k, prefix in enumerate(_require(seq, "prefixes", list, w, path)):
+                _require(prefix, "label", str, f"{w}.prefixes[{k}]", path)
+                _require(prefix, "length", (int, float), f"{w}.prefixes[{k}]", path)
+                _nested(prefix, f"{w}.prefixes[{k}]", path)
 
 
 def merge_reports(reports: list[tuple[str, dict]]) -> dict:
@@ -354,8 +470,8 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
         input's settings under ``merged_from``.
 
     Raises:
-        ValueError: not a report of this format, protocols that differ, or a model name that
-            appears twice; the message names the file.
+        ValueError: not a report of this format, a metric that is not a number (:func:`check_report`),
+            protocols that differ, or a model name that appears twice; the message names the file.
     """
     if not reports:
         raise ValueError("merge: expected at least one report.json")
@@ -365,6 +481,7 @@ def merge_reports(reports: list[tuple[str, dict]]) -> dict:
         if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
             found = report.get("format") if isinstance(report, dict) else type(report).__name__
             raise ValueError(f"{path}: expected a {REPORT_FORMAT} report.json, found format {found!r}")
+        check_report(path, report)
         if report.get("protocol") != first.get("protocol"):
             raise ValueError(
                 f"{path}: protocol {report.get('protocol', {}).get('name')!r} differs from the one in "

@@ -1,4 +1,5 @@
-"""Training callbacks: a non-finite-loss guard and example depth predictions logged at validation."""
+"""Training callbacks: a non-finite-loss guard, the final-step checkpoint and example depth
+predictions logged at validation."""
 
 from __future__ import annotations
 
@@ -50,6 +51,33 @@ class NonFiniteLossGuard(Callback):
                 f"epoch {trainer.current_epoch}); stopped without applying that step{where}. Lower "
                 "model.optim.lr or raise model.optim.warmup_steps and resume with --ckpt_path"
             )
+
+
+class FinalStepCheckpoint(Callback):
+    """Save ``last.ckpt`` at the batch that reaches ``max_steps``, inside the training loop.
+
+    A checkpoint saved there holds the loop state a step checkpoint of the same step holds (the
+    epoch still in progress); one saved after ``fit`` returns would hold the epoch as finished, so a
+    run resumed from it would count one epoch more than a run resumed from the step checkpoint.
+    ``saved_step`` is the global step it saved at (None before).
+    """
+
+    def __init__(self) -> None:
+        self.saved_step: int | None = None
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        max_steps = trainer.max_steps
+        if max_steps is None or max_steps < 0 or trainer.global_step < max_steps:
+            return
+        cb = trainer.checkpoint_callback
+        dirpath = getattr(cb, "dirpath", None)
+        if not dirpath or self.saved_step == trainer.global_step:
+            return
+        name = f"{getattr(cb, 'CHECKPOINT_NAME_LAST', 'last')}{getattr(cb, 'FILE_EXTENSION', '.ckpt')}"
+        trainer.save_checkpoint(Path(dirpath) / name, weights_only=False)
+        self.saved_step = trainer.global_step
 
 
 def _checkpoint_dir(trainer: Trainer) -> str | None:
