@@ -72,6 +72,8 @@ class HeadConfig:
         scale_ema: floor of the metric scale's streaming average weight: the log-scale is the
             running mean of the per-frame readouts for the first ``1 / scale_ema`` frames, then an
             EMA with this weight (1 = no smoothing).
+        motion_width: first-layer channels of the pair motion encoder (a CNN on each stacked
+            (frame t, frame t - j) pair at half resolution; :mod:`recon.model.motion_encoder`).
     """
 
     features: int = 64
@@ -82,6 +84,7 @@ class HeadConfig:
     pose_tokens_per_slot: int = 1
     camera_trunk_depth: int = 2
     scale_ema: float = 0.05
+    motion_width: int = 16
 
 
 @dataclass
@@ -235,6 +238,8 @@ def validate(cfg: ModelConfig) -> ModelConfig:
         raise ConfigError(
             f"model.head: pose_tokens_per_slot ({head.pose_tokens_per_slot}) must be >= 1 and "
             f"camera_trunk_depth ({head.camera_trunk_depth}) >= 0")
+    if head.motion_width < 1:
+        raise ConfigError(f"model.head.motion_width {head.motion_width}: expected >= 1")
     if not 0.0 < head.scale_ema <= 1.0:
         raise ConfigError(f"model.head.scale_ema {head.scale_ema}: expected a weight in (0, 1]")
     if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):

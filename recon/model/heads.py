@@ -101,8 +101,9 @@ class CameraTrunk(nn.Module):
     """A frame's pose tokens -> its poses relative to the last S frames, and its field of view.
 
     The ``S * G`` pose tokens of a frame (slot-major, see :mod:`recon.model.embed`) go through
-    ``depth`` pre-norm transformer blocks among themselves; the G tokens of slot ``j`` are averaged
-    and an MLP reads the pose of the current frame ``t`` in the camera of frame ``t - j``
+    ``depth`` pre-norm transformer blocks among themselves; the G tokens of slot ``j`` are averaged,
+    the pair-motion feature of (frame t, frame t - j) is added, and an MLP reads the pose of the
+    current frame ``t`` in the camera of frame ``t - j``
     (``inv(cam2world[t - j]) @ cam2world[t]``, OpenCV axes): a translation in the model's unit
     scale (the metric readout multiplies it) and a unit quaternion (w x y z, w >= 0) that starts
     near the identity. The mean of all pose tokens gives (fov_h, fov_w) in (0, pi) radians.
@@ -131,11 +132,14 @@ class CameraTrunk(nn.Module):
             nn.init.normal_(readout[-1].weight, std=1e-3)
             nn.init.zeros_(readout[-1].bias)
 
-    def forward(self, pose_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pose_tokens: torch.Tensor, motion: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Read the window poses.
 
         Args:
             pose_tokens: [M, S * G, C] (M frames).
+            motion: [M, S, C] pair-motion features of (frame t, frame t - j), added to each slot's
+                pooled pose tokens before the pose MLP (:mod:`recon.model.motion_encoder`).
 
         Returns:
             (translation [M, S, 3] in unit scale, quaternion wxyz [M, S, 4] unit with w >= 0,
@@ -146,7 +150,7 @@ class CameraTrunk(nn.Module):
             x = block(x)
         x = self.norm(x)
         M = x.shape[0]
-        per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2)
+        per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2) + motion
         raw = self.pose(per_slot).float()                                       # [M, S, 7]
         q = raw[..., 3:] + raw.new_tensor([1.0, 0.0, 0.0, 0.0])
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from recon.model.aggregator import Aggregator
 from recon.model.config import ModelConfig
 from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
+from recon.model.motion_encoder import POOL, PairMotionEncoder, pooled_frames
 from recon.model.pose_enc import fov_to_intrinsics
 from recon.model.readout import empty_pose_history, stream_pose_readout
 from recon.model.state import StreamState
@@ -56,6 +58,7 @@ class StreamReconModel(nn.Module):
         self.camera_trunk = CameraTrunk(cfg.dim, head.pose_slots, head.pose_tokens_per_slot,
                                         head.camera_trunk_depth, head.camera_hidden, cfg.num_heads)
         self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
+        self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim)
 
     @property
     def pose_slots(self) -> int:
@@ -66,7 +69,8 @@ class StreamReconModel(nn.Module):
         """The state before the first frame of ``batch_size`` sequences."""
         device = device if device is not None else next(self.parameters()).device
         windows, memory = self.aggregator.init_caches(batch_size, device)
-        poses = empty_pose_history(batch_size, self.pose_slots, device)
+        H, W = self.cfg.image_size
+        poses = empty_pose_history(batch_size, self.pose_slots, device, (H // POOL, W // POOL))
         return StreamState(0, batch_size, windows, memory, poses, self.signature)
 
     def forward(self, video: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -122,7 +126,8 @@ class StreamReconModel(nn.Module):
             images = (video[:, dense].flatten(0, 1).float() - embed.mean) / embed.std
             unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels], images)
             final = final.float()
-            trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1))
+            motion, frames = self._pair_motion(video, state.poses.frames)
+            trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
             cam2world, scale, window, poses = stream_pose_readout(
                 raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
@@ -141,9 +146,33 @@ class StreamReconModel(nn.Module):
                "pose_enc": pose_enc}
         if dense_frames is not None:
             out["dense_frames"] = dense_frames
+        poses = dataclasses.replace(poses, frames=frames)
         new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
                                 dict(state.meta))
         return out, new_state
+
+
+    def _pair_motion(self, video: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair-motion features of every (frame t, frame t - j) of the call, and the new frame history.
+
+        Args:
+            video: [B, T, 3, H, W] RGB in [0, 1].
+            history: [B, S, 3, h, w] pooled frames of the S frames before ``video`` (newest first).
+
+        Returns:
+            (motion [B * T, S, C], history after the last frame [B, S, 3, h, w], newest first).
+        """
+        B, T = video.shape[:2]
+        S = history.shape[1]
+        embed = self.aggregator.embed
+        current = pooled_frames((video.flatten(0, 1).float() - embed.mean) / embed.std)
+        frames = torch.cat((history.flip(1), current.view(B, T, *current.shape[1:])), dim=1)  # oldest first
+        offsets = torch.arange(1, S + 1, device=video.device)
+        index = S + torch.arange(T, device=video.device).view(T, 1) - offsets
+        earlier = frames[:, index]                                                       # [B, T, S, 3, h, w]
+        now = frames[:, S:].unsqueeze(2).expand_as(earlier)
+        motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)
+        return motion, frames[:, -S:].flip(1)
 
 
 def build_model(cfg: ModelConfig | str | dict) -> StreamReconModel:

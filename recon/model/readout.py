@@ -24,11 +24,14 @@ from recon.model.motion_averaging import fuse_pose_candidates
 from recon.model.state import PoseHistory
 
 
-def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None) -> PoseHistory:
-    """The history before frame 0: identity poses, log-scale 0, no fallbacks."""
+def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None,
+                       frame_size: tuple[int, int] = (1, 1)) -> PoseHistory:
+    """The history before frame 0: identity poses, log-scale 0, no fallbacks, zero frames of
+    ``frame_size`` (h, w) for the pair motion encoder."""
     eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
     return PoseHistory(eye, torch.zeros(batch_size, device=device),
-                       torch.zeros(batch_size, dtype=torch.int64, device=device))
+                       torch.zeros(batch_size, dtype=torch.int64, device=device),
+                       torch.zeros(batch_size, slots, 3, *frame_size, device=device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -79,5 +82,5 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
         scales.append(scale)
         absolute.append(pose)
         windows.append(rel)
-    new = PoseHistory(poses, log_s, fallbacks)
+    new = PoseHistory(poses, log_s, fallbacks, history.frames)
     return torch.stack(absolute, 1), torch.stack(scales, 1), torch.stack(windows, 1), new

@@ -324,3 +324,30 @@ def test_sincos_position_code_matches_a_loop_and_separates_patches():
     plain = FrameEmbedding(16, 16, (32, 48), 1, 2, absolute_position=False)
     flat = plain(torch.full((1, 3, 32, 48), 0.5))[0, plain.num_special:]
     torch.testing.assert_close(flat, flat[:1].expand_as(flat))
+
+
+def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
+    """Slot j of frame t gets (pooled frame t, pooled frame t - j), zeros before frame 0, whether the
+    frames come in one call or two (the pooled frames carried in the state)."""
+    from recon.model.motion_encoder import pooled_frames
+
+    torch.manual_seed(0)
+    net = build_model({**SMALL, "window": 4}).eval()
+
+    class Spy(torch.nn.Module):  # a feature that names the pair: mean of current, mean of earlier
+        def forward(self, current, earlier):
+            return torch.stack((current.mean((1, 2, 3)), earlier.mean((1, 2, 3))), -1)
+
+    net.motion_encoder = Spy()
+    video = _video(1, 5)
+    embed = net.aggregator.embed
+    pooled = pooled_frames((video[0] - embed.mean) / embed.std).mean((1, 2, 3))       # [T]
+    state = net.init_state(1)
+    m1, hist = net._pair_motion(video[:, :2], state.poses.frames)
+    m2, _ = net._pair_motion(video[:, 2:], hist)
+    motion = torch.cat((m1, m2)).view(5, 3, 2)
+    for t in range(5):
+        for j in range(1, 4):
+            torch.testing.assert_close(motion[t, j - 1, 0], pooled[t])
+            earlier = pooled[t - j] if t - j >= 0 else torch.tensor(0.0)
+            torch.testing.assert_close(motion[t, j - 1, 1], earlier)
