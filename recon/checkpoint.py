@@ -73,7 +73,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML ({e})") from e
+        raise CheckpointError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path}: expected a mapping with a 'model' section (written by recon export)")
     return data
@@ -217,6 +217,12 @@ def check_config_shapes(cfg: Any, shapes: dict[str, list[int]], source: str) -> 
             skeleton = build_model(cfg)
     except ConfigError as e:
         raise CheckpointError(f"{source}: its model config is invalid ({e})") from e
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+        # a value the config validation let through (e.g. mlp_ratio: '' or 1e17) that no model has
+        reason = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{source}: its model config cannot be built ({type(e).__name__}: {reason}); nothing was built"
+        ) from e
     except _TooLarge:
         raise CheckpointError(
             f"{source}: checkpoint does not fit this model config (another architecture?): the config "

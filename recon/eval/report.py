@@ -67,6 +67,7 @@ def _get(*keys: str) -> Callable[[dict], float | None]:
             node = node[k]
         return None if node is None or isinstance(node, str) else float(node)
 
+    getter.keys = keys  # the metric's path in a prefix dict (check_report checks it is a number)
     return getter
 
 
@@ -366,6 +367,17 @@ def write_report_dict(out_dir: str | Path, report: dict) -> dict[str, Path]:
 _TEXT_KEYS = frozenset({"name", "checkpoint", "label", "align", "memory_type", "signature"})
 
 
+# Network facts that are lists of numbers; every other fact is one value.
+_LIST_FACTS = frozenset({"image_size", "memory_depths"})
+# Paths in a prefix dict that the tables and plots read as numbers.
+_METRIC_PATHS = tuple(sorted({c[2].keys for c in COLUMNS if hasattr(c[2], "keys")} | {("pose", "scale")}))
+
+
+def _key(k) -> str:
+    """A key as it appears in a message path (quoted unless it is a plain name)."""
+    return k if isinstance(k, str) and k.isidentifier() else json.dumps(k)
+
+
 def _show(value) -> str:
     text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -386,7 +398,7 @@ def _flat(node, where: str, path: str) -> None:
     if not isinstance(node, dict):
         raise ValueError(f"{path}: {where} is {_show(node)}, expected a mapping")
     for k, v in node.items():
-        _scalar(v, k, f"{where}.{k}", path)
+        _scalar(v, k, f"{where}.{_key(k)}", path)
 
 
 def _nested(node, where: str, path: str) -> None:
@@ -394,10 +406,10 @@ def _nested(node, where: str, path: str) -> None:
     if not isinstance(node, dict):
         raise ValueError(f"{path}: {where} is {_show(node)}, expected a mapping")
     for k, v in node.items():
-        if isinstance(v, dict):
-            _nested(v, f"{where}.{k}", path)
+        if isinstance(v, dict) and k not in _TEXT_KEYS:
+            _nested(v, f"{where}.{_key(k)}", path)
         else:
-            _scalar(v, k, f"{where}.{k}", path)
+            _scalar(v, k, f"{where}.{_key(k)}", path)
 
 
 def _require(node, key: str, kind, where: str, path: str):
@@ -406,7 +418,7 @@ def _require(node, key: str, kind, where: str, path: str):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         names = {"dict": "a mapping", "list": "a list", "str": "text", "int": "an integer",
                  "int or float": "a number"}.get(names, names)
-        raise ValueError(f"{path}: {where}.{key} is {_show(value)}, expected {names}")
+        raise ValueError(f"{path}: {where}.{_key(key)} is {_show(value)}, expected {names}")
     return value
 
 
@@ -434,8 +446,9 @@ def check_report(path: str, report: dict) -> None:
         if not isinstance(facts, dict):
             raise ValueError(f"{path}: {where}.model is {_show(facts)}, expected a mapping")
         for k, v in facts.items():
-            for j, item in enumerate(v if isinstance(v, list) else [v]):
-                _scalar(item, k, f"{where}.model.{k}" + (f"[{j}]" if isinstance(v, list) else ""), path)
+            listed = isinstance(v, list) and k in _LIST_FACTS
+            for j, item in enumerate(v if listed else [v]):
+                _scalar(item, k, f"{where}.model.{_key(k)}" + (f"[{j}]" if listed else ""), path)
         _flat(_require(model, "drift", dict, where, path), f"{where}.drift", path)
         for j, row in enumerate(_require(model, "summary", list, where, path)):
             _require(row, "label", str, f"{where}.summary[{j}]", path)
@@ -451,11 +464,16 @@ def check_report(path: str, report: dict) -> None:
             for c, curve in _require(seq, "curves", dict, w, path).items():
                 _require(seq["curves"], c, list, f"{w}.curves", path)
                 for k, v in enumerate(curve):
-                    _scalar(v, c, f"{w}.curves.{c}[{k}]", path)
+                    _scalar(v, c, f"{w}.curves.{_key(c)}[{k}]", path)
             for k, prefix in enumerate(_require(seq, "prefixes", list, w, path)):
                 _require(prefix, "label", str, f"{w}.prefixes[{k}]", path)
                 _require(prefix, "length", (int, float), f"{w}.prefixes[{k}]", path)
                 _nested(prefix, f"{w}.prefixes[{k}]", path)
+                for keys in _METRIC_PATHS:  # what the tables read must be a number, not a mapping
+                    node = prefix
+                    for key in keys:
+                        node = node.get(key) if isinstance(node, dict) else None
+                    _scalar(node, keys[-1], f"{w}.prefixes[{k}].{'.'.join(keys)}", path)
 
 
 def merge_reports(reports: list[tuple[str, dict]]) -> dict:

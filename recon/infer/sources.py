@@ -34,9 +34,12 @@ def parse_intrinsics(text: str | None) -> np.ndarray | None:
     path = Path(text)
     if path.is_file():
         try:
-            values = np.loadtxt(path, comments="#", dtype=np.float64).reshape(-1)
-        except ValueError as e:
-            raise InputError(f"{path}: expected 4 numbers (fx fy cx cy) or a 3x3 matrix ({e})") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an empty file: "expected 4 values, got 0" below
+                values = np.loadtxt(path, comments="#", dtype=np.float64, ndmin=1).reshape(-1)
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"{path}: expected 4 numbers (fx fy cx cy) or a 3x3 matrix ({reason})") from None
     else:
         try:
             values = np.array([float(v) for v in text.replace(",", " ").split()], dtype=np.float64)
@@ -65,6 +68,9 @@ def parse_intrinsics(text: str | None) -> np.ndarray | None:
             f"intrinsics {text!r}: off-diagonal entries K[0,1]={K[0, 1]:g}, K[1,0]={K[1, 0]:g}, expected 0 "
             "(skew is not supported: a pinhole matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])"
         )
+    K = K.copy()
+    K[0, 1] = K[1, 0] = 0.0  # rounding noise below the tolerance: the pinhole it stands for
+    K[2] = [0.0, 0.0, 1.0]
     return K
 
 
