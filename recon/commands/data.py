@@ -58,6 +58,7 @@ def parse_options(items: list[str]) -> dict:
 def main(args: argparse.Namespace) -> int:
     from data import list_formats, load_sequence
     from data.readers.check import check_sequence, format_report
+    from data.readers.imageio import collect_ground_truth_problems
     from recon.errors import ConfigError
 
     if args.data_command == "formats":
@@ -67,10 +68,13 @@ def main(args: argparse.Namespace) -> int:
     if args.stride < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise ConfigError("--stride and --max-frames must be positive")
     options = parse_options(args.option)
-    with warnings.catch_warnings(record=True) as caught:
+    # a broken ground-truth file of the sequence (groundtruth.txt, depth.txt) is a problem to list
+    # beside the frames' own, not a reason to check nothing
+    with warnings.catch_warnings(record=True) as caught, collect_ground_truth_problems() as broken:
         warnings.simplefilter("always")
         seq = load_sequence(args.root, format=args.format, **options)
     report = check_sequence(seq, max_frames=args.max_frames, stride=args.stride)
     report.notes[:0] = [str(w.message) for w in caught]
+    report.problems[:0] = broken
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 1 if report.problems else 0

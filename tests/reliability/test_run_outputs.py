@@ -220,6 +220,21 @@ def test_missing_groundtruth_is_a_data_check_problem_but_not_a_run_failure(
     assert summary["status"] == "complete" and summary["frames"] == 12 and "pose" not in summary["accuracy"]
 
 
+def test_a_broken_groundtruth_is_a_data_check_problem_and_a_run_warning(
+    tmp_path, small_checkpoint, synthetic_folder, capsys
+):
+    seq = tmp_path / "seq"
+    shutil.copytree(synthetic_folder, seq)
+    (seq / "groundtruth.txt").write_text("0.0 1 2 not a pose\n")
+    code, printed, err = run_cli_out(["data", "check", seq], capsys)
+    assert code == 1 and f"problem      {seq / 'groundtruth.txt'}:1: expected 8 values" in printed
+    assert "frames       12 (checked 12)" in printed  # the rest was still checked
+    code, err = run_cli(_run(seq, tmp_path / "out", small_checkpoint), capsys)
+    assert code == 0 and f"warning: {seq / 'groundtruth.txt'}:1: expected 8 values" in err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] == 12 and "groundtruth.txt" in summary["settings"]["ground_truth_problems"][0]
+
+
 def test_a_truncated_ground_truth_depth_is_warned_and_counted_during_run(
     tmp_path, small_checkpoint, synthetic_folder, capsys
 ):
