@@ -140,6 +140,7 @@ def stream_source(
     import torch
     from tqdm import tqdm
 
+    from data.readers.imageio import collect_ground_truth_problems
     from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
     from recon.errors import InputError
     from recon.infer.outputs import RunFolder, RunOutputs
@@ -163,7 +164,8 @@ def stream_source(
     known_K = None if use_source_K else parse_intrinsics(args.intrinsics)
     check_source_intrinsics(source, use_source_K)
     if known_K is not None and not isinstance(source, WebcamSequence) and len(source):
-        h, w = source[0].image.shape[:2]
+        with collect_ground_truth_problems():  # only the image size matters here
+            h, w = source[0].image.shape[:2]
         check_intrinsics(known_K, w, h, f"--intrinsics {args.intrinsics}")
     point_map = StreamingPointMap(args.voxel_size, args.max_points, args.conf_quantile)
     for problem in getattr(source, "meta", {}).get("ground_truth_problems", []):
@@ -212,7 +214,7 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
         f"{summary['points']} map points"
     )
     for key, what in (("blank_frames", "frames without usable texture kept out of the map"),
-                      ("ground_truth_failures", "frames whose ground truth could not be read (not scored)"),
+                      ("ground_truth_failures", "frames kept without their unreadable ground truth"),
                       ("pose_fallbacks", "frames that kept the previous pose")):
         if summary.get(key):
             print(f"{summary[key]} {what}")

@@ -14,7 +14,8 @@ summary that counts its frames (its "running" then reads as "interrupted":
 Frames whose image has no usable texture (:func:`textureless`: a blank, black or flat frame) still
 go through the model and get a trajectory line, but are kept out of the map, with a warning; their
 count is ``blank_frames`` in the summary. A frame whose ground truth cannot be read (``gt_problem``)
-is kept and not scored, also with a warning (``ground_truth_failures``).
+is kept without that ground truth (not scored against it), also with a warning
+(``ground_truth_failures``).
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class StreamRunner:
             self.ground_truth_failures += 1
             if _report_due(self.ground_truth_failures):
                 print(f"warning: frame {frame.index}: ground truth not usable ({frame.gt_problem}); frame "
-                      f"kept, not scored ({self.ground_truth_failures} such frames so far)", file=sys.stderr)
+                      f"kept without it ({self.ground_truth_failures} such frames so far)", file=sys.stderr)
         std = texture_std(frame.image)
         if std >= MIN_TEXTURE_STD:
             return True
