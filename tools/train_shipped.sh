@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Train the shipped tiny checkpoint on the built-in synthetic dataset on one CPU, export it into the
 # package (recon/assets/checkpoints/tiny: model.safetensors + config.yaml) and write its validation
-# report on held-out synthetic sequences next to the two baselines (tools/validate_shipped.py).
+# report on held-out synthetic sequences next to the baselines (tools/validate_shipped.py) and the
+# window-pose check against the no-motion prediction (tools/window_pose_check.py).
 #
-#   tools/train_shipped.sh                    # fresh run (about 45 min on 2 CPU cores)
+#   tools/train_shipped.sh                    # fresh run (about 40 min on one CPU core)
 #   tools/train_shipped.sh --ckpt_path last   # resume a killed run (same step, same optimizer state)
 #
 # Extra arguments go to `recon train fit` (e.g. --model.net.memory.type elastic). Environment:
@@ -23,3 +24,4 @@ echo "training took $(( $(date +%s) - start )) s"
 "$PYTHON" -m recon.cli export "$RUN/checkpoints/last.ckpt" "$OUT" \
     --note "recon train fit --config $RECIPE $*; tools/train_shipped.sh"
 "$PYTHON" tools/validate_shipped.py --checkpoint "$OUT" --out "$OUT/validation.json"
+"$PYTHON" tools/window_pose_check.py --checkpoint "$OUT" --out "$OUT/window_pose_check.json"
