@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from recon import __version__
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{_prog(command)}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        # Ignore further SIGINTs from here on: a second one (or a native library re-raising the
+        # first) during interpreter shutdown would otherwise kill the process by signal, not 130.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"{_prog(command)}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -82,5 +87,25 @@ def _prog(command: str) -> str:
     return f"recon {command}" if command else "recon"
 
 
+def console_main() -> None:
+    """The ``recon`` console script: :func:`main`, and exit 130 also when a second interrupt lands
+    while the first is being reported (a library interrupted inside C code can leave Python's own
+    SIGINT flag set, which raises again at the next bytecode)."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"{_prog(_command_name(None))}: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        # Leave without interpreter shutdown: an interrupt still pending there (or a library's
+        # SIGINT handler restored at exit) would end the process by signal instead of with 130.
+        # Everything the command wrote is closed by now (its own finally blocks ran).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

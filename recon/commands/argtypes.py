@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 
 def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -22,6 +23,23 @@ def _range_text(low: float | None, high: float | None, low_open: bool, high_open
     return " and ".join(parts)
 
 
+def _checked_type(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str,
+                  name: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)``, refused with ``expected`` unless ``ok(value)``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
 def finite_float(
     low: float | None = None,
     high: float | None = None,
@@ -31,39 +49,20 @@ def finite_float(
 ) -> Callable[[str], float]:
     """An argparse type: a finite float in [low, high] (``low_open`` / ``high_open``: exclusive)."""
     rng = _range_text(low, high, low_open, high_open)
-    expected = "a finite number" + (f" {rng}" if rng else "")
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        ok = math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
+    def ok(value: float) -> bool:
+        return (math.isfinite(value)
+                and (low is None or (value > low if low_open else value >= low))
+                and (high is None or (value < high if high_open else value <= high)))
 
-    parse.__name__ = "finite_float"  # argparse names the type in some messages
-    return parse
+    return _checked_type(float, ok, "a finite number" + (f" {rng}" if rng else ""), "finite_float")
 
 
 def bounded_int(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high]."""
     rng = _range_text(low, high, False, False)
-    expected = "an integer" + (f" {rng}" if rng else "")
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
+    def ok(value: int) -> bool:
+        return (low is None or value >= low) and (high is None or value <= high)
 
-    parse.__name__ = "bounded_int"
-    return parse
+    return _checked_type(int, ok, "an integer" + (f" {rng}" if rng else ""), "bounded_int")
