@@ -76,11 +76,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{_prog(command)}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        # Ignore further SIGINTs from here on: a second one (or a native library re-raising the
-        # first) during interpreter shutdown would otherwise kill the process by signal, not 130.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"{_prog(command)}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(command)
+    except Exception as e:  # e.g. ImportError "initialization failed" raised from a Ctrl-C inside an import
+        if not _caused_by_interrupt(e):
+            raise
+        return _interrupted(command)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the exception's cause / context chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _interrupted(command: str) -> int:
+    # Ignore further SIGINTs from here on: a second one during shutdown would otherwise end the
+    # process by signal, not with 130.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(f"{_prog(command)}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _prog(command: str) -> str:
@@ -94,9 +113,7 @@ def console_main() -> None:
     try:
         code = main()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"{_prog(_command_name(None))}: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        code = _interrupted(_command_name(None))
     if code == EXIT_INTERRUPTED:
         # Leave without interpreter shutdown: an interrupt still pending there (or a library's
         # SIGINT handler restored at exit) would end the process by signal instead of with 130.

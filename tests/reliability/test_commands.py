@@ -290,3 +290,23 @@ def test_ctrl_c_in_the_first_second_of_a_console_run_is_clean(tmp_path, small_ch
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, (delay, err)
         assert "Traceback" not in err and err.strip().splitlines()[-1] == "recon run: interrupted", err
+
+
+def test_an_import_failing_because_of_ctrl_c_reads_as_interrupted(monkeypatch, capsys):
+    """A Ctrl-C inside a native import (open3d) surfaces as ImportError raised from the interrupt."""
+    import importlib
+
+    from recon import cli
+
+    def interrupted(name, *a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.main(["run", "clip.mp4"]) == 130
+    assert capsys.readouterr().err.strip() == "recon run: interrupted"
+    monkeypatch.setattr(importlib, "import_module", lambda *a, **k: (_ for _ in ()).throw(ImportError("x")))
+    with pytest.raises(ImportError):  # a plain import failure is not an interrupt
+        cli.main(["run", "clip.mp4"])
