@@ -12,7 +12,7 @@ camera trunk's window poses ``R[n, j]`` (frame n in the camera of frame ``n - j`
    candidate keeps the previous pose and is counted in ``PoseHistory.fallbacks``.
 
 The clip path and the streaming step both call :func:`stream_pose_readout` (a loop over the T
-frames of the call, O(S) each), so ``model(video)`` equals the ``model.step`` loop.
+frames of the call, O(S^2) small ops each), so ``model(video)`` equals the ``model.step`` loop.
 """
 
 from __future__ import annotations
