@@ -123,10 +123,11 @@ class StreamReconModel(nn.Module):
         with torch.autocast(video.device.type, enabled=False):
             embed, S = self.aggregator.embed, self.pose_slots
             dense = slice(None) if dense_frames is None else dense_frames
-            images = (video[:, dense].flatten(0, 1).float() - embed.mean) / embed.std
-            unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels], images)
+            images = (video.float() - embed.mean) / embed.std                              # [B, T, 3, H, W]
+            unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels],
+                                               images[:, dense].flatten(0, 1))
             final = final.float()
-            motion, frames = self._pair_motion(video, state.poses.frames)
+            motion, frames = self._pair_motion(images, state.poses.frames)
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
             cam2world, scale, window, poses = stream_pose_readout(
@@ -152,23 +153,22 @@ class StreamReconModel(nn.Module):
         return out, new_state
 
 
-    def _pair_motion(self, video: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair_motion(self, images: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pair-motion features of every (frame t, frame t - j) of the call, and the new frame history.
 
         Args:
-            video: [B, T, 3, H, W] RGB in [0, 1].
+            images: [B, T, 3, H, W] ImageNet-normalised frames, float32.
             history: [B, S, 3, h, w] pooled frames of the S frames before ``video`` (newest first).
 
         Returns:
             (motion [B * T, S, C], history after the last frame [B, S, 3, h, w], newest first).
         """
-        B, T = video.shape[:2]
+        B, T = images.shape[:2]
         S = history.shape[1]
-        embed = self.aggregator.embed
-        current = pooled_frames((video.flatten(0, 1).float() - embed.mean) / embed.std)
+        current = pooled_frames(images.flatten(0, 1))
         frames = torch.cat((history.flip(1), current.view(B, T, *current.shape[1:])), dim=1)  # oldest first
-        offsets = torch.arange(1, S + 1, device=video.device)
-        index = S + torch.arange(T, device=video.device).view(T, 1) - offsets
+        offsets = torch.arange(1, S + 1, device=images.device)
+        index = S + torch.arange(T, device=images.device).view(T, 1) - offsets
         earlier = frames[:, index]                                                       # [B, T, S, 3, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
         motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)

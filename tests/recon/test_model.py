@@ -343,8 +343,9 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     embed = net.aggregator.embed
     pooled = pooled_frames((video[0] - embed.mean) / embed.std).mean((1, 2, 3))       # [T]
     state = net.init_state(1)
-    m1, hist = net._pair_motion(video[:, :2], state.poses.frames)
-    m2, _ = net._pair_motion(video[:, 2:], hist)
+    images = (video - embed.mean) / embed.std
+    m1, hist = net._pair_motion(images[:, :2], state.poses.frames)
+    m2, _ = net._pair_motion(images[:, 2:], hist)
     motion = torch.cat((m1, m2)).view(5, 3, 2)
     for t in range(5):
         for j in range(1, 4):
