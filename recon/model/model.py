@@ -16,7 +16,7 @@ from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
 from recon.model.motion_encoder import POOL, PairMotionEncoder, pooled_frames
 from recon.model.pose_enc import fov_to_intrinsics
-from recon.model.readout import empty_pose_history, stream_pose_readout
+from recon.model.readout import empty_pose_history, slot_frame_index, stream_pose_readout
 from recon.model.state import StreamState
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -167,8 +167,7 @@ class StreamReconModel(nn.Module):
         S = history.shape[1]
         current = pooled_frames(images.flatten(0, 1))
         frames = torch.cat((history.flip(1), current.view(B, T, *current.shape[1:])), dim=1)  # oldest first
-        offsets = torch.arange(1, S + 1, device=images.device)
-        index = S + torch.arange(T, device=images.device).view(T, 1) - offsets
+        index = slot_frame_index(T, S, S, images.device)
         earlier = frames[:, index]                                                       # [B, T, S, 3, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
         motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from kornia.geometry.conversions import quaternion_to_rotation_matrix
 
+from recon.geometry import pose_from_Rt
 from recon.model.motion_averaging import fuse_pose_candidates
 from recon.model.state import PoseHistory
 
@@ -37,11 +38,22 @@ def empty_pose_history(batch_size: int, slots: int, device: torch.device | str |
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """4x4 window poses from the trunk's outputs: translation [..., S, 3] (unit scale), quaternion
     [..., S, 4] (w x y z), scale [...] -> [..., S, 4, 4], translation times the scale (metres)."""
-    T = torch.zeros(*translation.shape[:-1], 4, 4, dtype=translation.dtype, device=translation.device)
-    T[..., :3, :3] = quaternion_to_rotation_matrix(quat_wxyz)   # kornia: (w, x, y, z)
-    T[..., :3, 3] = translation * scale[..., None, None]
-    T[..., 3, 3] = 1.0
-    return T
+    # kornia's conversion directly (w, x, y, z): the checked one would refuse a non-finite estimate,
+    # which the fusion must see and drop.
+    return pose_from_Rt(quaternion_to_rotation_matrix(quat_wxyz), translation * scale[..., None, None])
+
+
+def slot_frame_index(num_frames: int, slots: int, before: int, device: torch.device | str | None = None
+                     ) -> torch.Tensor:
+    """Where the frame of each window slot sits, in a sequence of ``before`` earlier frames
+    followed by the ``num_frames`` current ones (oldest first).
+
+    Returns:
+        [num_frames, slots] int64: entry (t, j - 1) = ``before + t - j`` (negative: before the
+        first available frame).
+    """
+    t = torch.arange(num_frames, device=device).view(num_frames, 1)
+    return before + t - torch.arange(1, slots + 1, device=device)
 
 
 def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor,

@@ -27,6 +27,7 @@ import torch
 
 from recon.geometry import relative_pose, transform_points, unproject_depth
 from recon.model.pose_enc import intrinsics_to_fov
+from recon.model.readout import slot_frame_index
 
 _EPS = 1e-6
 
@@ -179,8 +180,7 @@ def window_pairs_gt(cam2world: torch.Tensor, previous: torch.Tensor | None, slot
     P = 0 if previous is None else previous.shape[1]
     poses = cam2world if previous is None else torch.cat((previous.to(cam2world.dtype), cam2world), 1)
     T = cam2world.shape[1]
-    offsets = torch.arange(1, slots + 1, device=poses.device)
-    index = P + torch.arange(T, device=poses.device).view(T, 1) - offsets
+    index = slot_frame_index(T, slots, P, poses.device)
     valid = index >= 0
     older = poses[:, index.clamp_min(0)]                                               # [B, T, S, 4, 4]
     current = cam2world[:, :, None].expand_as(older)
