@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from recon.commands.argtypes import bounded_int
-from recon.commands.run import add_run_options, print_summary, stream_source
+from recon.commands.run import add_run_options, print_summary, stream_source, wait_while_serving
 
 NAME = "demo"
 HELP = "generate a synthetic video, reconstruct it with the shipped model, report accuracy"
@@ -74,11 +74,20 @@ def main(args: argparse.Namespace) -> int:
     source = load_sequence(folder, format="tum")
     print(f"streaming {folder} ({len(source)} frames) through {checkpoint}")
     # the demo owns OUT/run: a rerun replaces the previous demo's run (only the files it wrote)
-    summary = stream_source(
-        source, args, out / "run", extra_settings={"demo_data": str(folder)}, overwrite=True
-    )
-    print_summary(summary, out / "run")
-    if args.rrd:
-        print(f"Rerun recording: {args.rrd} (view it with: .venv/bin/rerun {args.rrd})")
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 130 if summary["status"] == "interrupted" else 0
+    serving: list = []
+    try:
+        summary = stream_source(
+            source, args, out / "run", extra_settings={"demo_data": str(folder)}, overwrite=True,
+            serving=serving,
+        )
+        print_summary(summary, out / "run")
+        if args.rrd:
+            print(f"Rerun recording: {args.rrd} (view it with: .venv/bin/rerun {args.rrd})")
+        (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if summary["status"] == "interrupted":
+            return 130
+        wait_while_serving(serving)
+    finally:
+        for logger in serving:
+            logger.close()
+    return 0

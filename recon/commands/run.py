@@ -78,7 +78,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rerun-url", default=None, help="gRPC url for --rerun connect")
     parser.add_argument(
-        "--web-port", type=bounded_int(1, 65535), default=None, help="web viewer port for --rerun serve"
+        "--web-port", type=bounded_int(1, 65535), default=None,
+        help="web viewer port for --rerun serve (default 9090)",
+    )
+    parser.add_argument(
+        "--rerun-port", type=bounded_int(1, 65535), default=None,
+        help="gRPC server port for --rerun serve (default 9876)",
+    )
+    parser.add_argument(
+        "--rerun-memory-limit", default="1GiB", metavar="SIZE",
+        help="bound on what --rerun serve buffers for viewers that connect late, e.g. 512MB, 2GiB, 25%% "
+        "(of RAM; default 1GiB); past it the oldest frames are dropped from the server",
     )
     parser.add_argument("--rrd", default=None, help="save the Rerun recording to this .rrd file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,13 +139,16 @@ def stream_source(
     out_dir: str | Path,
     extra_settings: dict | None = None,
     overwrite: bool | None = None,
+    serving: list | None = None,
 ) -> dict:
     """Run the model over an opened source with the shared options; returns the summary.
 
     Everything that can be checked without the model is checked first (options, intrinsics against
-    the source, the output folder), so a mistake costs no model load. The output folder is claimed
-    (:class:`recon.infer.outputs.RunFolder`: locked, refused when it holds other files unless
-    ``overwrite``, which defaults to ``args.overwrite``) for the whole run.
+    the source, the Rerun options and ports, the output folder), so a mistake costs no model load.
+    The output folder is claimed (:class:`recon.infer.outputs.RunFolder`: locked, refused when it
+    holds other files unless ``overwrite``, which defaults to ``args.overwrite``) for the whole run.
+    With ``--rerun serve`` the logger keeps serving after the run; it is appended to ``serving`` for
+    the caller to close (closed here when ``serving`` is None).
     """
     import torch
     from tqdm import tqdm
@@ -171,6 +184,9 @@ def stream_source(
     for problem in getattr(source, "meta", {}).get("ground_truth_problems", []):
         print(f"warning: {problem}; running without it", file=sys.stderr)
     overwrite = getattr(args, "overwrite", False) if overwrite is None else overwrite
+    rerun = RerunOptions(viewer=args.rerun, save=args.rrd, url=args.rerun_url, web_port=args.web_port,
+                         grpc_port=args.rerun_port, memory_limit=args.rerun_memory_limit)
+    rerun.check()
     with RunFolder(out_dir, overwrite=overwrite, save_depth=args.save_depth, extra_files=(args.rrd,)):
         torch.set_num_threads(args.threads)
         checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
@@ -186,8 +202,9 @@ def stream_source(
             lenient_ground_truth=True,
         )
         outputs = RunOutputs(out_dir, point_map, save_depth=args.save_depth)
-        rerun = RerunOptions(viewer=args.rerun, save=args.rrd, url=args.rerun_url, web_port=args.web_port)
         logger = RerunLogger(rerun, name=source.name) if rerun.enabled else None
+        if logger is not None and serving is not None:
+            serving.append(logger)
         settings = {
             "source": str(getattr(source, "root", source.name)),
             "format": source.format,
@@ -203,8 +220,12 @@ def stream_source(
             **(extra_settings or {}),
         }
         runner = StreamRunner(model, outputs, logger, device, settings, scorer=GroundTruthScorer())
-        with tqdm(total=len(stream) or None, unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-            return runner.run(stream, progress=bar)
+        try:
+            with tqdm(total=len(stream) or None, unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
+                return runner.run(stream, progress=bar)
+        finally:
+            if logger is not None and serving is None:
+                logger.close()
 
 
 def print_summary(summary: dict, out_dir: str | Path) -> None:
@@ -254,22 +275,36 @@ def main(args: argparse.Namespace) -> int:
     from recon.infer.sources import open_source
 
     source = open_source(args.source, args.format, args.fov)
-    summary = stream_source(source, args, args.out)
-    print_summary(summary, args.out)
-    if summary["status"] == "interrupted":
-        return 130
-    if args.rerun == "serve":
-        wait_while_serving()
+    serving: list = []
+    try:
+        summary = stream_source(source, args, args.out, serving=serving)
+        print_summary(summary, args.out)
+        if summary["status"] == "interrupted":
+            return 130
+        wait_while_serving(serving)
+    finally:
+        for logger in serving:
+            logger.close()
     return 0
 
 
-def wait_while_serving() -> None:
-    """Keep the process (and so the Rerun server) alive until Ctrl-C."""
+def wait_while_serving(loggers: list) -> None:
+    """Keep the process (and so the Rerun gRPC server and web viewer) alive until Ctrl-C or SIGTERM,
+    when a logger of ``loggers`` still serves; the caller closes them."""
+    import signal
     import time
 
-    print("rerun: still serving the recording; press Ctrl-C to stop")
+    live = [lg for lg in loggers if lg.serving]
+    if not live:
+        return
+    print(f"rerun: the run has ended; still serving the recording at {live[0].page_url} "
+          "(press Ctrl-C to stop)", flush=True)
+    stop = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
-        while True:
-            time.sleep(1.0)
+        while not stop:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -288,7 +288,7 @@ class StreamRunner:
                         cloud.point.positions.numpy(),
                         cloud.point.colors.numpy(),
                     )
-                self.logger.close()
+                self.logger.finish()
             summary = self._summary(status)
             self.outputs.write_summary(summary)
         return summary
