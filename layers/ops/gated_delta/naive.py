@@ -21,12 +21,29 @@ from layers.ops.gla.naive import check_gla_inputs, compute_dtype_for, resolve_sc
 
 
 def check_gated_delta_inputs(q, k, v, g, beta, initial_state) -> None:
-    """The GLA checks plus ``beta``: a floating tensor [B, T, H] on q's device with values in [0, 1].
+    """The GLA checks, a per-head log-decay ``g [B, T, H]`` accepted beside the per-channel one, and
+    ``beta``: a floating tensor [B, T, H] on q's device with values in [0, 1].
+
+    Values (``g <= 0``, ``beta`` in [0, 1]) are checked on the CPU only (a check is a device sync).
 
     Raises:
         TypeError, ValueError: naming the argument, expected and actual values.
     """
-    check_gla_inputs(q, k, v, g, initial_state, check_decay_values=not q.is_cuda)
+    per_head = isinstance(g, torch.Tensor) and g.dim() == 3
+    if per_head:
+        if tuple(g.shape) != tuple(q.shape[:3]) or not g.is_floating_point():
+            raise ValueError(
+                f"gated_delta: a per-head g must be a floating tensor [B, T, H] = {tuple(q.shape[:3])},"
+                f" got {tuple(g.shape)} {g.dtype}"
+            )
+        g_full = g.unsqueeze(-1).expand(q.shape)  # a view: the shape checks of GLA, no copy
+    else:
+        g_full = g
+    check_gla_inputs(q, k, v, g_full, initial_state, check_decay_values=not q.is_cuda and not per_head)
+    if per_head and not q.is_cuda and g.numel() and bool((g > 0).any()):
+        raise ValueError(
+            f"gated_delta: g is a log-decay and must be <= 0 everywhere, got max {g.max().item():.4g}"
+        )
     if not isinstance(beta, torch.Tensor):
         raise TypeError(f"gated_delta: beta must be a torch.Tensor, got {type(beta).__name__}")
     if tuple(beta.shape) != tuple(q.shape[:3]) or not beta.is_floating_point():
@@ -56,7 +73,8 @@ def naive_recurrent_gated_delta(
     """Gated delta rule by a plain loop over tokens (the ground truth).
 
     Args:
-        q, k: [B, T, H, K]; v: [B, T, H, V]; g: log-decay [B, T, H, K] (<= 0);
+        q, k: [B, T, H, K]; v: [B, T, H, V].
+        g: log-decay (<= 0), per key channel [B, T, H, K] or per head [B, T, H].
         beta: write strength [B, T, H] in [0, 1].
         scale: factor on the output; None means ``K ** -0.5``.
         initial_state: [B, H, K, V] or None (zeros).
@@ -78,6 +96,8 @@ def naive_recurrent_gated_delta(
     scale = resolve_scale(scale, K)
     cdt = compute_dtype_for(q.dtype)
     qc, kc, vc, gc, bc = (x.to(cdt) for x in (q, k, v, g, beta))
+    if gc.dim() == 3:  # per-head decay: the same for every key channel
+        gc = gc.unsqueeze(-1)
     state = q.new_zeros(B, H, K, V, dtype=cdt) if initial_state is None else initial_state.to(cdt)
     outputs = []
     for t in range(T):
