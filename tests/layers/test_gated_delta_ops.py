@@ -7,13 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta
+from layers.ops.gated_delta.chunk import torch_chunk_gated_delta
 from layers.ops.gla import naive_recurrent_gla
 from tests.numerics import assert_rel_close
 
 NAMES = ("o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0")
 
 
-def make_inputs(B, T, H, K, V, decay="mild", seed=0):
+def make_inputs(B, T, H, K, V, decay="mild", seed=0, beta="uniform"):
+    """q, k (unit), v, g (decay: mild / strong (about -20) / none), beta (uniform in [0, 1], zero-one: a
+    random mix of exactly 0 and 1, one: all 1), initial state; float64."""
     gen = torch.Generator().manual_seed(seed)
     q = F.normalize(torch.randn(B, T, H, K, generator=gen, dtype=torch.float64), dim=-1)
     k = F.normalize(torch.randn(B, T, H, K, generator=gen, dtype=torch.float64), dim=-1)
@@ -21,9 +24,10 @@ def make_inputs(B, T, H, K, V, decay="mild", seed=0):
     x = torch.randn(B, T, H, K, generator=gen, dtype=torch.float64)
     decays = {"mild": F.logsigmoid(x) / 4, "strong": -20 + 0.5 * x.clamp(-1, 1), "none": 0 * x}
     g = decays[decay]
-    beta = torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    u = torch.rand(B, T, H, generator=gen, dtype=torch.float64)
+    betas = {"uniform": u, "zero-one": (u > 0.5).double(), "one": torch.ones_like(u)}
     h0 = torch.randn(B, H, K, V, generator=gen, dtype=torch.float64)
-    return [q, k, v, g, beta, h0]
+    return [q, k, v, g, betas[beta], h0]
 
 
 def run_with_grads(fn, q, k, v, g, beta, h0, **kwargs):
@@ -107,3 +111,81 @@ def test_bad_beta_raises_clear_error(beta, message):
     for fn in (naive_recurrent_gated_delta, chunk_gated_delta):
         with pytest.raises(ValueError, match=message):
             fn(q, k, torch.zeros(1, 5, 2, 4), torch.zeros(1, 5, 2, 8), beta)
+
+
+@pytest.mark.parametrize("decay", ["mild", "strong", "none"])
+def test_per_head_decay_matches_reference(decay):
+    # g [B, T, H]: one log-decay per token and head (the fast path), against the loop in float64 and
+    # against the per-channel form with the decay broadcast to the key channels (float32).
+    inputs = make_inputs(2, 75, 2, 24, 16, decay=decay)
+    inputs[3] = inputs[3][..., 0].contiguous()
+    ref = run_with_grads(naive_recurrent_gated_delta, *inputs)
+    got = run_with_grads(chunk_gated_delta, *inputs, chunk_size=32)
+    for name, r, x in zip(NAMES, ref, got, strict=True):
+        assert_rel_close(r, x, 1e-11, name)
+    inputs32 = [t.float() for t in inputs]
+    per_head = run_with_grads(chunk_gated_delta, *inputs32, chunk_size=32)
+    per_channel = run_with_grads(
+        lambda q, k, v, g, *rest, **kw: chunk_gated_delta(q, k, v, g[..., None].expand(q.shape), *rest, **kw),
+        *inputs32, chunk_size=32,
+    )
+    dg_tol = 2 * 2.0**-24 * 20 * 32 if decay == "strong" else 1e-5
+    for name, r, x in zip(NAMES, per_channel, per_head, strict=True):
+        assert_rel_close(r, x, dg_tol if name == "dg" else 1e-5, name)
+
+
+@pytest.mark.parametrize("per_head", [False, True], ids=["per-channel", "per-head"])
+def test_hand_backward_equals_autograd(per_head):
+    # The hand-written backward against autograd through the same chunked forward (float64).
+    inputs = make_inputs(1, 90, 2, 16, 12)
+    if per_head:
+        inputs[3] = inputs[3][..., 0].contiguous()
+
+    def chunked(q, k, v, g, beta, initial_state, output_final_state, autograd):
+        return torch_chunk_gated_delta(q, k, v, g, beta, 16**-0.5, initial_state, output_final_state, 32,
+                                       autograd=autograd)
+
+    hand = run_with_grads(chunked, *inputs, autograd=False)
+    auto = run_with_grads(chunked, *inputs, autograd=True)
+    for name, r, x in zip(NAMES, auto, hand, strict=True):
+        assert_rel_close(r, x, 1e-12, name)
+
+
+def test_zero_beta_one_beta_mixed_matches_reference():
+    inputs = make_inputs(1, 70, 2, 16, 8, beta="zero-one")
+    ref = run_with_grads(naive_recurrent_gated_delta, *inputs)
+    got = run_with_grads(chunk_gated_delta, *inputs, chunk_size=32)
+    for name, r, x in zip(NAMES, ref, got, strict=True):
+        assert_rel_close(r, x, 1e-12, name)
+
+
+def _bad(**changes):
+    args = dict(q=torch.zeros(1, 5, 2, 8), k=torch.zeros(1, 5, 2, 8), v=torch.zeros(1, 5, 2, 4),
+                g=torch.zeros(1, 5, 2, 8), beta=torch.zeros(1, 5, 2), initial_state=None)
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize("args,message", [
+    pytest.param(_bad(g=torch.full((1, 5, 2, 8), 0.1)), r"g is a log-decay and must be <= 0",
+                 id="g-positive"),
+    pytest.param(_bad(g=torch.full((1, 5, 2), 0.1)), r"g is a log-decay and must be <= 0",
+                 id="g-per-head-positive"),
+    pytest.param(_bad(g=torch.zeros(1, 5, 3)), r"per-head g must be a floating tensor \[B, T, H\]",
+                 id="g-per-head-shape"),
+    pytest.param(_bad(g=torch.zeros(1, 5, 2, 7)), r"g must have q's shape", id="g-shape"),
+    pytest.param(_bad(k=torch.zeros(1, 5, 2, 8, dtype=torch.float64)), r"q, k, v must share one dtype",
+                 id="k-dtype"),
+    pytest.param(_bad(v=torch.zeros(1, 4, 2, 4)), r"v must be \[B, T, H, V\]", id="v-shape"),
+    pytest.param(_bad(beta=torch.full((1, 5, 2), -0.5)), r"beta must lie in \[0, 1\]", id="beta-negative"),
+    pytest.param(_bad(beta=torch.zeros(1, 5, 2, dtype=torch.long)), r"beta must be a floating tensor",
+                 id="beta-int"),
+    pytest.param(_bad(initial_state=torch.zeros(1, 2, 4, 8)), r"initial_state must be \[B, H, K, V\]",
+                 id="initial-state-shape"),
+])
+def test_bad_input_names_the_argument(args, message):
+    for backend in ("torch", "triton"):
+        with pytest.raises(ValueError, match=message):
+            chunk_gated_delta(**args, backend=backend)
+    with pytest.raises(ValueError, match=message):
+        naive_recurrent_gated_delta(**args)
