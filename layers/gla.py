@@ -58,8 +58,8 @@ class GLAMemory(nn.Module):
         gate_bias_range: the gate bias starts uniform in this range, spreading the initial
             retention time scales (bias 0: ~23 tokens; bias 6: ~6,500 tokens at normalizer 16).
         chunk_size: chunk length of the parallel form (a power of two).
-        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``; GLA only (the
-            delta rule runs its torch chunked form on any device).
+        backend: ``None`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``, for both
+            memories (the delta rule's Triton kernels take chunk_size <= 64).
         delta_rule: write with the gated delta rule (per-head write strength ``beta``), as
             HorizonStream's released model does (the default); ``False`` = the plain additive GLA
             write.
@@ -179,7 +179,8 @@ class GLAMemory(nn.Module):
         if self.delta_rule:
             beta = torch.sigmoid(self.beta_proj(tokens).float())  # [B, L, H]
             o, state = chunk_gated_delta(q, k, v.to(q.dtype), g, beta.to(q.dtype), initial_state=cache.state,
-                                         output_final_state=True, chunk_size=self.chunk_size)
+                                         output_final_state=True, chunk_size=self.chunk_size,
+                                         backend=self.backend)
         else:
             o, state = chunk_gla(q, k, v.to(q.dtype), g, initial_state=cache.state, output_final_state=True,
                                  chunk_size=self.chunk_size, backend=self.backend)
