@@ -185,3 +185,23 @@ def test_matches_flash_linear_attention_gated_delta_rule():
     o, s = chunk_gated_delta(q, k, v, g, beta, scale=64**-0.5, initial_state=h0, output_final_state=True)
     assert_rel_close(o_fla.float(), o, 1e-3, "o vs fla chunk_gated_delta_rule")
     assert_rel_close(s_fla.float(), s, 1e-3, "final_state vs fla chunk_gated_delta_rule")
+
+
+def test_layer_runs_the_kernels_and_matches_the_torch_path():
+    # GLAMemory (delta rule, the default memory) with backend="triton": same outputs, final state and
+    # input gradient as backend="torch", through the streaming cache (two calls).
+    from tests.layers.test_gla_layer import make_layer
+
+    layer = make_layer(chunk_size=16).to(DEVICE)
+    x = torch.randn(1, 3, 11, 48, device=DEVICE)
+    results = []
+    for backend in ("torch", "triton"):
+        layer.backend = backend
+        xb = x.clone().requires_grad_()
+        y1, cache = layer(xb[:, :2])
+        y2, cache = layer(xb[:, 2:], cache)
+        y = torch.cat([y1, y2], dim=1)
+        (y.pow(2).mean() + cache.state.pow(2).mean()).backward()
+        results.append((y.detach().cpu(), cache.state.cpu(), xb.grad.cpu()))
+    for name, r, got in zip(("y", "state", "dx"), results[0], results[1], strict=True):
+        assert_rel_close(r, got, 2e-6, name)
