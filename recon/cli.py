@@ -20,7 +20,7 @@ from recon import __version__
 from recon.errors import ReconError
 
 # Subcommands, in the order `recon --help` lists them (module names under recon.commands).
-COMMANDS = ("env", "model", "synth", "run", "data", "train", "export", "demo", "eval")
+COMMANDS = ("env", "model", "synth", "run", "data", "train", "export", "export_scene", "demo", "eval")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_name(argv: list[str] | None) -> str:
     """The subcommand named on the command line (for messages before parsing finished)."""
     args = sys.argv[1:] if argv is None else argv
-    return next((a for a in args if a in COMMANDS), "")
+    return next((a for a in args if a.replace("-", "_") in COMMANDS), "")  # export-scene: export_scene
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def atomic_folder(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Create the folder ``path`` through a temporary sibling folder renamed into place.
+
+    ``write(tmp_folder)`` fills an empty folder; a reader (or an interrupted writer) sees the
+    previous folder or the new, complete one, never a half-written one. A folder already at ``path``
+    is replaced (renamed aside, then deleted).
+    """
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    old = None
+    try:
+        write(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
+
+
 def write_json(path: str | Path, data: dict) -> None:
     """Atomically write ``data`` as indented JSON."""
 
