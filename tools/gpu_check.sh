@@ -8,6 +8,7 @@
 #   env               python / torch / CUDA device / Triton mode / imports
 #   kernel_tests      tests/layers/test_*triton*.py, compiled Triton kernels (TRITON_INTERPRET unset)
 #   bench_ttt         tools/bench/bench_ttt.py (its JSON)
+#   bench_gated_delta tools/bench/bench_gated_delta.py: Triton vs torch, and vs the transformers peer
 #   train_step        tools/gpu_check_train_step.py: small preset, bf16 autocast, fwd+bwd+AdamW
 #   stream_tiny       tools/gpu_check_stream.py: 1,000 frames of model.step, tiny preset
 #   stream_small      the same, small preset                                  (optional)
@@ -191,6 +192,8 @@ fi
 if [ "$MODE" = gpu ]; then
   run_section bench_ttt 120 1 0 "$PY" tools/bench/bench_ttt.py --device cuda --repeats 10 \
     --out "$WORK/bench_ttt.result.json"
+  run_section bench_gated_delta 120 1 0 "$PY" tools/bench/bench_gated_delta.py --device cuda --no-loop --repeats 10 \
+    --out "$WORK/bench_gated_delta.result.json"
   run_section train_step 150 1 0 "$PY" tools/gpu_check_train_step.py --preset small --device cuda \
     --batch 2 --frames 8 16 --warmup 2 --repeats 5 --out "$WORK/train_step.result.json"
   run_section stream_tiny 150 1 0 "$PY" tools/gpu_check_stream.py --config tiny --frames 1000 --device cuda \
@@ -200,6 +203,8 @@ if [ "$MODE" = gpu ]; then
 else
   run_section bench_ttt 90 1 0 "$PY" tools/bench/bench_ttt.py --device cpu --threads 1 --frames 4 --tokens 32 \
     --dim 64 --heads 2 --repeats 1 --out "$WORK/bench_ttt.result.json"
+  run_section bench_gated_delta 60 1 0 "$PY" tools/bench/bench_gated_delta.py --device cpu --threads 1 --seq-len 256 \
+    --heads 2 --repeats 1 --out "$WORK/bench_gated_delta.result.json"
   run_section train_step 90 1 0 "$PY" tools/gpu_check_train_step.py --preset tiny --device cpu \
     --batch 1 --frames 2 --warmup 1 --repeats 1 --out "$WORK/train_step.result.json"
   run_section stream_tiny 120 1 0 "$PY" tools/gpu_check_stream.py --config tiny --frames 1000 --device cpu \

@@ -16,7 +16,7 @@ Forward:
   decay, one key token at a time; so no exponent is ever positive.
 * ``_gd_fwd_solve_kernel`` (chunk, batch x head): the UT transform. ``M = (I + diag(beta) A_kk)^-1`` by
   forward substitution, then ``W_v = M diag(beta) V`` and ``W_k = M diag(beta) (K exp G)``.
-* ``_gd_fwd_state_kernel`` (value tile, batch x head): the inter-chunk recurrence with the fp32 state
+* ``_gd_fwd_state_kernel`` (batch x head): the inter-chunk recurrence with the fp32 state
   in registers: stores ``S_n``, ``U_n = W_v - W_k S_n`` and updates
   ``S <- diag(exp G_last) S + (K exp(G_last - G))^T U_n``.
 * ``_gd_fwd_output_kernel`` (chunk, batch x head): ``o = scale [(Q exp G) S_n + A_qk U_n]``.
@@ -56,6 +56,26 @@ MAX_HEAD_DIM = 128
 """Largest K and V the kernels take (one register tile per head; the chunk kernel holds several)."""
 MAX_CHUNK = 64
 """Largest chunk (the UT solve keeps the C x C inverse in registers)."""
+
+
+@triton.jit
+def _chunk_offsets(
+    i_bh, i_n, TP, N,
+    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    """Offsets of chunk ``i_n`` of head ``i_bh`` in the packed buffers: the row of its first token in
+    ``[B * H * TP]``, its ``[BT, BK]`` / ``[BT, BV]`` tiles of ``[B * H * TP, K | V]``, its ``[BT, BT]``
+    tile of ``[B * H, N, BT, BT]``, its ``[BK, BV]`` state of ``[B * H, N, K, V]``; the channel masks."""
+    bh, n64 = tl.cast(i_bh, tl.int64), tl.cast(i_n, tl.int64)
+    o_t = tl.arange(0, BT)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    row0 = bh * TP + n64 * BT
+    p_k = (row0 + o_t)[:, None] * K + o_k[None, :]
+    p_v = (row0 + o_t)[:, None] * V + o_v[None, :]
+    p_a = ((bh * N + n64) * BT + o_t)[:, None] * BT + o_t[None, :]
+    p_s = ((bh * N + n64) * K + o_k[:, None]) * V + o_v[None, :]
+    return row0, p_k, p_v, p_a, p_s, o_k < K, o_v < V
 
 
 @triton.jit
@@ -119,14 +139,9 @@ def _gd_fwd_solve_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    bh, n64 = tl.cast(i_bh, tl.int64), tl.cast(i_n, tl.int64)
+    row0, p_k, p_v, p_a, _, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    rows = bh * TP + n64 * BT + o_t
-    p_a = ((bh * N + n64) * BT + o_t)[:, None] * BT + o_t[None, :]
-    b_beta = tl.load(beta + rows)
+    b_beta = tl.load(beta + row0 + o_t)
     b_l = tl.load(a_kk + p_a) * b_beta[:, None]  # strictly lower
     # M = (I + L)^-1 row by row: M_i = e_i - sum_{s < i} L[i, s] M_s (rows s < i are final).
     b_m = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
@@ -136,10 +151,8 @@ def _gd_fwd_solve_kernel(
         b_mi = tl.sum(tl.where(m_row, b_m, 0.0), axis=0) - tl.sum(b_li[:, None] * b_m, axis=0)
         b_m = tl.where(m_row, b_mi[None, :], b_m)
     tl.store(minv + p_a, b_m)
-    p_k = rows[:, None] * K + o_k[None, :]
     b_kd = tl.load(k + p_k, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(G + p_k, mask=m_k[None, :], other=0.0))
     tl.store(w_k + p_k, tl.dot(b_m, b_kd * b_beta[:, None], input_precision=PRECISION), mask=m_k[None, :])
-    p_v = rows[:, None] * V + o_v[None, :]
     b_v = tl.load(v + p_v, mask=m_v[None, :], other=0.0)
     tl.store(w_v + p_v, tl.dot(b_m, b_v * b_beta[:, None], input_precision=PRECISION), mask=m_v[None, :])
 
@@ -151,29 +164,21 @@ def _gd_fwd_state_kernel(
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    bh = tl.cast(i_bh, tl.int64)
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
+    i_bh = tl.program_id(1)
+    _, _, _, _, p_state, m_k, m_v = _chunk_offsets(i_bh, 0, 0, 1, K, V, BT, BK, BV)  # [BK, BV] of [B * H, K, V]
     m_kv = m_k[:, None] & m_v[None, :]
-    p_state = (bh * K + o_k[:, None]) * V + o_v[None, :]
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_h += tl.load(h0 + p_state, mask=m_kv, other=0.0)
     for i_n in range(0, N):
-        n64 = tl.cast(i_n, tl.int64)
-        tl.store(hs + ((bh * N + n64) * K + o_k[:, None]) * V + o_v[None, :], b_h, mask=m_kv)
-        rows = bh * TP + n64 * BT + o_t
-        p_k = rows[:, None] * K + o_k[None, :]
-        p_v = rows[:, None] * V + o_v[None, :]
+        row0, p_k, p_v, _, p_s, _, _ = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
+        tl.store(hs + p_s, b_h, mask=m_kv)
         b_wk = tl.load(w_k + p_k, mask=m_k[None, :], other=0.0)
         b_u = tl.load(w_v + p_v, mask=m_v[None, :], other=0.0) - tl.dot(b_wk, b_h, input_precision=PRECISION)
         tl.store(u + p_v, b_u, mask=m_v[None, :])
         b_k = tl.load(k + p_k, mask=m_k[None, :], other=0.0)
         b_g = tl.load(G + p_k, mask=m_k[None, :], other=0.0)
-        b_glast = tl.load(G + (bh * TP + n64 * BT + BT - 1) * K + o_k, mask=m_k, other=0.0)
+        b_glast = tl.load(G + (row0 + BT - 1) * K + tl.arange(0, BK), mask=m_k, other=0.0)
         b_kw = b_k * tl.exp(b_glast[None, :] - b_g)
         b_h = b_h * tl.exp(b_glast)[:, None] + tl.dot(tl.trans(b_kw), b_u, input_precision=PRECISION)
     if STORE_FINAL:
@@ -188,18 +193,10 @@ def _gd_fwd_output_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    bh, n64 = tl.cast(i_bh, tl.int64), tl.cast(i_n, tl.int64)
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    rows = bh * TP + n64 * BT + o_t
-    p_k = rows[:, None] * K + o_k[None, :]
-    p_v = rows[:, None] * V + o_v[None, :]
+    _, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
     b_qd = tl.load(q + p_k, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(G + p_k, mask=m_k[None, :], other=0.0))
-    b_h = tl.load(hs + ((bh * N + n64) * K + o_k[:, None]) * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
-                  other=0.0)
-    b_a = tl.load(a_qk + ((bh * N + n64) * BT + o_t)[:, None] * BT + o_t[None, :])
+    b_h = tl.load(hs + p_s, mask=m_k[:, None] & m_v[None, :], other=0.0)
+    b_a = tl.load(a_qk + p_a)
     b_u = tl.load(u + p_v, mask=m_v[None, :], other=0.0)
     b_o = tl.dot(b_qd, b_h, input_precision=PRECISION) + tl.dot(b_a, b_u, input_precision=PRECISION)
     tl.store(o + p_v, scale * b_o, mask=m_v[None, :])
@@ -212,27 +209,19 @@ def _gd_bwd_state_kernel(
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    bh = tl.cast(i_bh, tl.int64)
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
+    i_bh = tl.program_id(1)
+    _, _, _, _, p_state, m_k, m_v = _chunk_offsets(i_bh, 0, 0, 1, K, V, BT, BK, BV)  # [BK, BV] of [B * H, K, V]
     m_kv = m_k[:, None] & m_v[None, :]
-    p_state = (bh * K + o_k[:, None]) * V + o_v[None, :]
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dh += tl.load(dht + p_state, mask=m_kv, other=0.0)
     for i_r in range(0, N):
-        n64 = tl.cast(N - 1 - i_r, tl.int64)
-        tl.store(dhs + ((bh * N + n64) * K + o_k[:, None]) * V + o_v[None, :], b_dh, mask=m_kv)
-        rows = bh * TP + n64 * BT + o_t
-        p_k = rows[:, None] * K + o_k[None, :]
-        p_v = rows[:, None] * V + o_v[None, :]
-        b_a = tl.load(a_qk + ((bh * N + n64) * BT + o_t)[:, None] * BT + o_t[None, :])
+        row0, p_k, p_v, p_a, p_s, _, _ = _chunk_offsets(i_bh, N - 1 - i_r, TP, N, K, V, BT, BK, BV)
+        tl.store(dhs + p_s, b_dh, mask=m_kv)
+        b_a = tl.load(a_qk + p_a)
         b_do = tl.load(do + p_v, mask=m_v[None, :], other=0.0)
         b_g = tl.load(G + p_k, mask=m_k[None, :], other=0.0)
-        b_glast = tl.load(G + (bh * TP + n64 * BT + BT - 1) * K + o_k, mask=m_k, other=0.0)
+        b_glast = tl.load(G + (row0 + BT - 1) * K + tl.arange(0, BK), mask=m_k, other=0.0)
         b_kw = tl.load(k + p_k, mask=m_k[None, :], other=0.0) * tl.exp(b_glast[None, :] - b_g)
         b_du = scale * tl.dot(tl.trans(b_a), b_do, input_precision=PRECISION)
         b_du += tl.dot(b_kw, b_dh, input_precision=PRECISION)
@@ -254,21 +243,14 @@ def _gd_bwd_chunk_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    bh, n64 = tl.cast(i_bh, tl.int64), tl.cast(i_n, tl.int64)
+    row0, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
     o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    rows = bh * TP + n64 * BT + o_t
-    p_k = rows[:, None] * K + o_k[None, :]
-    p_v = rows[:, None] * V + o_v[None, :]
-    p_a = ((bh * N + n64) * BT + o_t)[:, None] * BT + o_t[None, :]
-    p_s = ((bh * N + n64) * K + o_k[:, None]) * V + o_v[None, :]
+    rows = row0 + o_t
     m_kv = m_k[:, None] & m_v[None, :]
     b_q = tl.load(q + p_k, mask=m_k[None, :], other=0.0)
     b_k = tl.load(k + p_k, mask=m_k[None, :], other=0.0)
     b_g = tl.load(G + p_k, mask=m_k[None, :], other=0.0)
-    b_glast = tl.load(G + (bh * TP + n64 * BT + BT - 1) * K + o_k, mask=m_k, other=0.0)
+    b_glast = tl.load(G + (row0 + BT - 1) * K + tl.arange(0, BK), mask=m_k, other=0.0)
     b_v = tl.load(v + p_v, mask=m_v[None, :], other=0.0)
     b_u = tl.load(u + p_v, mask=m_v[None, :], other=0.0)
     b_do = tl.load(do + p_v, mask=m_v[None, :], other=0.0)
