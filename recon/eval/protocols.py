@@ -25,8 +25,9 @@ import yaml
 from data.schema import Sequence
 from recon.errors import ConfigError, InputError
 from recon.model.config import from_dict
+from recon.resources import config_dir
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
+PROTOCOL_DIR = config_dir() / "eval"  # configs/eval/ (recon/configs/eval/ in a wheel)
 FULL = "full"
 POSE_ALIGN_MODES = ("sim3", "se3", "none")
 DEPTH_ALIGN_MODES = ("median", "median_sequence", "scale_shift", "none")

@@ -21,8 +21,9 @@ import yaml
 
 from layers.registry import MEMORY_TYPES, memory_options
 from recon.errors import ConfigError
+from recon.resources import config_dir
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+PRESET_DIR = config_dir() / "model"  # configs/model/ (recon/configs/model/ in a wheel)
 
 # Version of the network's design. 1: one camera token read as cam2world relative to frame 0, a
 # depth-only scale token. 2: pose tokens per window slot + camera trunk (window-relative poses),
