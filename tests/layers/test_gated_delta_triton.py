@@ -13,28 +13,16 @@ cumulative log-decays, about eps32 * 20 * C (as for GLA: layers/ops/gla/README.m
 from __future__ import annotations
 
 import importlib
-import os
 
 import pytest
 import torch
 
 from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta
 from tests.layers.test_gated_delta_ops import NAMES, make_inputs, run_with_grads
+
+# the device, the skip without CUDA or the interpreter, and the IEEE-dots fixture of the GLA kernel tests
+from tests.layers.test_gla_triton import DEVICE, _ieee_dots, pytestmark  # noqa: F401
 from tests.numerics import assert_rel_close
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(
-    DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1",
-    reason="no CUDA device and TRITON_INTERPRET is not set (tests/conftest.py sets it on CPU machines)",
-)
-
-
-@pytest.fixture(autouse=True)
-def _ieee_dots():
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def check_against_reference(B, T, H, K, V, C, decay="mild", beta="uniform", per_head=False, seed=0):

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 
 from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta  # noqa: E402
 from layers.ops.gated_delta.chunk import torch_chunk_gated_delta  # noqa: E402
+from tools.bench.bench_gla import rel_rms  # noqa: E402
 from tools.bench.common import markdown_table, synchronize, write_json  # noqa: E402
 
 
@@ -95,11 +96,6 @@ def run_once(fn, inputs, device):
     synchronize(device)
     t_all = time.perf_counter() - start
     return t_fwd, t_all, [o.detach(), s.detach()] + [x.detach() for x in grads]
-
-
-def rel_rms(ref: torch.Tensor, x: torch.Tensor) -> float:
-    ref, x = ref.double(), x.double()
-    return ((ref - x).norm() / ref.norm().clamp_min(1e-300)).item()
 
 
 def measure(methods, inputs, repeats, device, reference):

@@ -40,18 +40,14 @@ configuration, dot tiles >= 16. GPU dots use IEEE fp32 unless ``torch.backends.c
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from layers.ops.gated_delta.naive import check_gated_delta_inputs
-from layers.ops.gla.chunk import check_chunk_size
 from layers.ops.gla.naive import resolve_scale
+from layers.ops.gla.triton import SUB_CHUNK, _precision, check_triton_launch
 
-SUB_CHUNK = 16
-"""BC: tokens per sub-chunk (the 16 x 16 dot tiles)."""
 MAX_HEAD_DIM = 128
 """Largest K and V the kernels take (one register tile per head; the chunk kernel holds several)."""
 MAX_CHUNK = 64
@@ -379,12 +375,6 @@ def _gd_bwd_pairs_kernel(
     tl.store(dg + p_k, b_dg, mask=m_k[None, :])
 
 
-def _precision() -> str:
-    if os.environ.get("TRITON_INTERPRET") == "1" or not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
-
 def _pack(x: torch.Tensor, TP: int) -> torch.Tensor:
     """[B, T, H, *D] -> fp32 [B * H, TP, *D], zero padded along T, contiguous."""
     B, T, H = x.shape[:3]
@@ -490,21 +480,7 @@ def triton_gated_delta(
         >>> o, s = triton_gated_delta(q, k, v, g, beta, output_final_state=True)       # doctest: +SKIP
     """
     check_gated_delta_inputs(q, k, v, g, beta, initial_state)
-    check_chunk_size(chunk_size)
-    if not SUB_CHUNK <= chunk_size <= MAX_CHUNK:
-        raise ValueError(
-            f"gated_delta: the triton backend needs {SUB_CHUNK} <= chunk_size <= {MAX_CHUNK}, got {chunk_size}"
-        )
-    if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
-        raise ValueError(
-            f"gated_delta: the triton backend takes K, V <= {MAX_HEAD_DIM}, got K={q.shape[-1]}, V={v.shape[-1]};"
-            " use backend='torch' or split the heads"
-        )
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            "gated_delta: the triton backend needs CUDA tensors, or TRITON_INTERPRET=1 set before"
-            f" layers.ops.gated_delta.triton is imported (got tensors on {q.device})"
-        )
+    check_triton_launch("gated_delta", __name__, q, v, chunk_size, MAX_HEAD_DIM, MAX_CHUNK)
     scale = resolve_scale(scale, q.shape[-1])
     B, T, H, K = q.shape
     V = v.shape[-1]

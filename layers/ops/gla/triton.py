@@ -363,6 +363,30 @@ class TritonGLAFunction(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg.to(ctx.g_dtype), dh0_out, None, None, None
 
 
+def check_triton_launch(
+    op: str, module: str, q: torch.Tensor, v: torch.Tensor, chunk_size: int, max_head_dim: int,
+    max_chunk: int | None = None,
+) -> None:
+    """The limits of a Triton backend (shared by the ops' kernels): a power-of-two chunk size of at
+    least ``SUB_CHUNK`` (and at most ``max_chunk``), K and V at most ``max_head_dim``, CUDA tensors or
+    the interpreter. Raises ValueError naming the argument (``op``: the message prefix, ``module``:
+    the module of the kernels)."""
+    check_chunk_size(chunk_size)
+    if chunk_size < SUB_CHUNK or (max_chunk is not None and chunk_size > max_chunk):
+        need = f"chunk_size >= {SUB_CHUNK}" if max_chunk is None else f"{SUB_CHUNK} <= chunk_size <= {max_chunk}"
+        raise ValueError(f"{op}: the triton backend needs {need}, got {chunk_size}")
+    if q.shape[-1] > max_head_dim or v.shape[-1] > max_head_dim:
+        raise ValueError(
+            f"{op}: the triton backend takes K, V <= {max_head_dim}, got K={q.shape[-1]}, V={v.shape[-1]};"
+            " use backend='torch' or split the heads"
+        )
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            f"{op}: the triton backend needs CUDA tensors, or TRITON_INTERPRET=1 set before {module}"
+            f" is imported (got tensors on {q.device})"
+        )
+
+
 def triton_gla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -384,19 +408,7 @@ def triton_gla(
         >>> o, s = triton_gla(q, k, v, g, output_final_state=True)       # doctest: +SKIP
     """
     check_gla_inputs(q, k, v, g, initial_state, check_decay_values=not q.is_cuda)
-    check_chunk_size(chunk_size)
-    if chunk_size < SUB_CHUNK:
-        raise ValueError(f"gla: the triton backend needs chunk_size >= {SUB_CHUNK}, got {chunk_size}")
-    if q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
-        raise ValueError(
-            f"gla: the triton backend takes K, V <= {MAX_HEAD_DIM}, got K={q.shape[-1]}, V={v.shape[-1]};"
-            " use backend='torch' or split the heads"
-        )
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            "gla: the triton backend needs CUDA tensors, or TRITON_INTERPRET=1 set before layers.ops.gla.triton"
-            f" is imported (got tensors on {q.device})"
-        )
+    check_triton_launch("gla", __name__, q, v, chunk_size, MAX_HEAD_DIM)
     scale = resolve_scale(scale, q.shape[-1])
     B, T, H, K = q.shape
     if T == 0:
