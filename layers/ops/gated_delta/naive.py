@@ -3,12 +3,13 @@
 One state ``S: [K, V]`` per (batch, head), decayed per key channel, then corrected toward the new
 value along the key (a delta-rule write), as in HorizonStream's released memory::
 
-    S~_t = diag(exp g_t) S_{t-1}                                  g_t <= 0 per key channel
+    S~_t = diag(exp g_t) S_{t-1}                                  g_t <= 0 per key channel (or per head)
     S_t  = (I - beta_t k_t k_t^T) S~_t + beta_t k_t v_t^T  =  S~_t + k_t u_t^T,
     u_t  = beta_t (v_t - S~_t^T k_t)                              beta_t in [0, 1] per head
     o_t  = scale * q_t^T S_t
 
-Layout as in :mod:`layers.ops.gla`: ``q, k, g: [B, T, H, K]``, ``v: [B, T, H, V]``, ``beta: [B, T, H]``,
+Layout as in :mod:`layers.ops.gla`: ``q, k, g: [B, T, H, K]`` (a per-head ``g: [B, T, H]`` is the same
+decay for every key channel), ``v: [B, T, H, V]``, ``beta: [B, T, H]``,
 state ``[B, H, K, V]`` float32 (float64 for float64 inputs). Keys are expected L2-normalised
 (``beta |k|^2 <= 1`` keeps the write a contraction).
 """

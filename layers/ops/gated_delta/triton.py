@@ -161,8 +161,10 @@ def _gd_fwd_state_kernel(
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_bh = tl.program_id(1)
-    _, _, _, _, p_state, m_k, m_v = _chunk_offsets(i_bh, 0, 0, 1, K, V, BT, BK, BV)  # [BK, BV] of [B * H, K, V]
+    o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
+    p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]  # [BK, BV] of [B * H, K, V]
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_h += tl.load(h0 + p_state, mask=m_kv, other=0.0)
@@ -206,8 +208,10 @@ def _gd_bwd_state_kernel(
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_bh = tl.program_id(1)
-    _, _, _, _, p_state, m_k, m_v = _chunk_offsets(i_bh, 0, 0, 1, K, V, BT, BK, BV)  # [BK, BV] of [B * H, K, V]
+    o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
+    p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]  # [BK, BV] of [B * H, K, V]
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
         b_dh += tl.load(dht + p_state, mask=m_kv, other=0.0)
@@ -474,10 +478,10 @@ def triton_gated_delta(
     in [16, 64], K and V at most 128. A per-head ``g [B, T, H]`` is broadcast to the key channels.
 
     Example:
-        >>> q = k = torch.nn.functional.normalize(torch.randn(1, 100, 2, 32, device="cuda"), dim=-1)
-        >>> v = torch.randn(1, 100, 2, 32, device="cuda"); beta = torch.rand(1, 100, 2, device="cuda")
-        >>> g = -torch.rand(1, 100, 2, 32, device="cuda") / 16
-        >>> o, s = triton_gated_delta(q, k, v, g, beta, output_final_state=True)       # doctest: +SKIP
+        >>> q = k = torch.nn.functional.normalize(torch.randn(1, 100, 2, 32), dim=-1).cuda()  # doctest: +SKIP
+        >>> v = torch.randn(1, 100, 2, 32).cuda(); beta = torch.rand(1, 100, 2).cuda()        # doctest: +SKIP
+        >>> g = -torch.rand(1, 100, 2, 32).cuda() / 16                                        # doctest: +SKIP
+        >>> o, s = triton_gated_delta(q, k, v, g, beta, output_final_state=True)              # doctest: +SKIP
     """
     check_gated_delta_inputs(q, k, v, g, beta, initial_state)
     check_triton_launch("gated_delta", __name__, q, v, chunk_size, MAX_HEAD_DIM, MAX_CHUNK)
