@@ -155,7 +155,7 @@ def _levels(G: torch.Tensor):
     while h >= 1:
         G_h = _halves(G, h)
         ref = G_h[:, :, :, 1, :1]
-        yield h, (torch.exp(G_h[:, :, :, 1] - ref) if h > 1 else None), torch.exp(ref - G_h[:, :, :, 0])
+        yield h, ((G_h[:, :, :, 1] - ref).exp_() if h > 1 else None), (ref - G_h[:, :, :, 0]).exp_()
         h //= 2
 
 
@@ -250,9 +250,12 @@ def _forward(q, k, v, g, beta, initial_state, scale, C):
     b_ = bc.unsqueeze(-1)
     tri = A_kk * b_ + torch.eye(C, dtype=cdt, device=q.device)  # unit lower triangular
     k_read = kc * e_G
-    w_v = torch.linalg.solve_triangular(tri, b_ * vc, upper=False, unitriangular=True)
-    w_k = torch.linalg.solve_triangular(tri, b_ * k_read, upper=False, unitriangular=True)
-    k_write_t = (kc * e_end).transpose(-1, -2)  # [BH, N, K, C]
+    # One solve for the inverse M = T^-1 (unit lower triangular; the backward reuses it), then matmuls.
+    eye = torch.eye(C, dtype=cdt, device=q.device).expand_as(tri)
+    m_inv = torch.linalg.solve_triangular(tri, eye, upper=False, unitriangular=True)
+    w_v, w_k = m_inv @ (b_ * vc), m_inv @ (b_ * k_read)
+    k_write = kc * e_end
+    k_write_t = k_write.transpose(-1, -2)  # [BH, N, K, C]
     if initial_state is None:
         state = q.new_zeros(BH, K, V, dtype=cdt)
     else:
@@ -267,23 +270,17 @@ def _forward(q, k, v, g, beta, initial_state, scale, C):
     q_read = qc * e_G
     o = scale * (q_read @ S_in + A_qk @ U)
     o = from_chunks(o, B, T, H).to(q.dtype)
-    saved = (qc, kc, vc, bc, G, to_end, S_in, U, tri, A_qk, A_kk, w_k)
+    saved = (qc, kc, vc, bc, G, S_in, U, m_inv, A_qk, A_kk, w_k, q_read, k_read, k_write, e_G, e_end)
     return o, state.view(B, H, K, V), (saved, levels)
 
 
 def _backward(saved, levels, do, dht, scale, per_head, has_h0, B, T, H):
     """Hand-written backward of :func:`_forward` (derivation: README.md, 'Backward')."""
-    qc, kc, vc, bc, G, to_end, S_in, U, tri, A_qk, A_kk, w_k = saved
+    qc, kc, vc, bc, G, S_in, U, m_inv, A_qk, A_kk, w_k, q_read, k_read, k_write, e_G, e_end = saved
     BH, N, C, K = qc.shape
     V = vc.shape[-1]
     cdt = qc.dtype
-    if per_head:
-        e_G, e_end = torch.exp(G).unsqueeze(-1), torch.exp(to_end).unsqueeze(-1)
-        decay = torch.exp(G[:, :, -1])[..., None, None]
-    else:
-        e_G, e_end = torch.exp(G), torch.exp(to_end)
-        decay = torch.exp(G[:, :, -1]).unsqueeze(-1)
-    q_read, k_read, k_write = qc * e_G, kc * e_G, kc * e_end
+    decay = torch.exp(G[:, :, -1])[..., None, None] if per_head else torch.exp(G[:, :, -1]).unsqueeze(-1)
     do_c = to_chunks(do, C, cdt) * scale
     # Reverse scan: dS = gradient of the state after chunk n; U_n = W_v - W_k S_n.
     d_u_intra = A_qk.transpose(-1, -2) @ do_c  # [BH, N, C, V]
@@ -299,7 +296,7 @@ def _backward(saved, levels, do, dht, scale, per_head, has_h0, B, T, H):
     dh0 = d_state.view(B, H, K, V) if has_h0 else None
     dS_after, dU = torch.stack(d_after, 1), torch.stack(d_us, 1)
     # U = T^-1 diag(beta) R with R = V - (K exp G) S_n.
-    d_rb = torch.linalg.solve_triangular(tri.transpose(-1, -2), dU, upper=True, unitriangular=True)
+    d_rb = m_inv.transpose(-1, -2) @ dU
     resid = vc - k_read @ S_in
     d_l = -(d_rb @ U.transpose(-1, -2)).tril(-1)  # gradient of the strict part of T, over beta
     dbeta = (resid * d_rb).sum(-1) + (A_kk * d_l).sum(-1)
@@ -308,14 +305,14 @@ def _backward(saved, levels, do, dht, scale, per_head, has_h0, B, T, H):
     d_k_read = -(d_r @ S_in.transpose(-1, -2))
     d_q_read = do_c @ S_in.transpose(-1, -2)
     d_k_write = U @ dS_after.transpose(-1, -2)
-    dq = d_q_read * e_G
-    dk = d_k_read * e_G + d_k_write * e_end
     d_qk = (do_c @ U.transpose(-1, -2)).tril()  # gradient of A_qk
     d_kk = bc.unsqueeze(-1) * d_l  # gradient of A_kk
     # Decay gradient: dG (of the in-chunk cumulative log-decay) from the pairs that span a decay,
     # d_end (of the log-decay to the chunk end), d_last (of the whole chunk's decay of S_n).
-    dG = q_read * d_q_read + k_read * d_k_read
+    dG = torch.addcmul(q_read * d_q_read, k_read, d_k_read)
     d_end = k_write * d_k_write
+    dq = d_q_read.mul_(e_G)
+    dk = d_k_read.mul_(e_G).addcmul_(d_k_write, e_end)
     d_last = (S_in * dS_after).sum(-1) * decay.squeeze(-1)  # [BH, N, K] ([BH, N, 1] per head)
     if per_head:
         dG, d_end = dG.sum(-1), d_end.sum(-1)
@@ -331,9 +328,9 @@ def _backward(saved, levels, do, dht, scale, per_head, has_h0, B, T, H):
         rows_qk, rows_kk = decayed_rows((d_qk, d_kk), kc, levels)  # k is the column feature of both
         cols = decayed_cols(((d_qk, qc), (d_kk, kc)), levels)  # and gets both column gradients
         diag = d_qk.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # the pair (t, t): no decay
-        dq = dq + rows_qk + diag * kc
-        dk = dk + cols + diag * qc + rows_kk
-        dG = dG + qc * rows_qk + kc * (rows_kk - cols)
+        dq.add_(rows_qk).addcmul_(diag, kc)
+        dk.add_(cols).addcmul_(diag, qc).add_(rows_kk)
+        dG.addcmul_(qc, rows_qk).addcmul_(kc, rows_kk.sub_(cols))
     # G_t = sum_{u <= t} g_u, to_end_s = sum_{u > s} g_u, G_last = sum of the chunk (in-chunk sums).
     dg = dG.flip(2).cumsum(2).flip(2) + F.pad(d_end.cumsum(2)[:, :, :-1], (0, 0) * (dG.dim() - 3) + (1, 0))
     dg = dg + d_last.unsqueeze(2)
