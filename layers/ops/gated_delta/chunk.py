@@ -6,8 +6,8 @@ delta rule)::
 
     u_t + beta_t sum_{s < t} [(k_t exp(G_t - G_s)) . k_s] u_s = beta_t (v_t - (k_t exp(G_t))^T S_n)
 
-so ``U = W_v - W_k S_n`` with ``W_v = T^-1 diag(beta) V`` and ``W_k = T^-1 diag(beta) (K exp G)``, solved
-once per chunk (``torch.linalg.solve_triangular``). Then, exactly as for GLA with values ``U``,
+so ``U = W_v - W_k S_n`` with ``W_v = T^-1 diag(beta) V`` and ``W_k = T^-1 diag(beta) (K exp G)``; ``T^-1``
+comes from one ``torch.linalg.solve_triangular`` per chunk. Then, exactly as for GLA with values ``U``,
 
     o_t     = scale [(q_t exp G_t)^T S_n + sum_{s <= t} ((q_t exp(G_t - G_s)) . k_s) u_s]
     S_{n+1} = exp(G_last) S_n + (K exp(G_last - G))^T U
@@ -16,7 +16,7 @@ Two decay layouts: per key channel (``g [B, T, H, K]``; the decayed score matric
 halving, every exponent <= 0) and per head (``g [B, T, H]``, a scalar per token and head as in
 Gated DeltaNet / Qwen3-Next: one C x C decay matrix ``exp(G_t - G_s)``, masked before the exp). The
 backward is written by hand (README.md beside this file): a reverse scan over chunks for the state
-gradient, then batched matmuls, one transposed triangular solve and the decayed pair sums.
+gradient, then batched matmuls (the transposed solve is a matmul with ``T^-1``) and the decayed pair sums.
 """
 
 from __future__ import annotations
