@@ -171,36 +171,3 @@ def intra_chunk_output(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, G: 
         h //= 2
     return o
 
-
-def intra_chunk_scores(a: torch.Tensor, b: torch.Tensor, G: torch.Tensor, strict: bool) -> torch.Tensor:
-    """Causal decayed score matrices inside each chunk, by the same recursive halving.
-
-    ``scores[t, s] = sum_k a_tk b_sk exp(G_tk - G_sk)`` for s < t (and s = t unless ``strict``), zero
-    above the diagonal; every exponent evaluated is <= 0 (see :func:`intra_chunk_output`).
-
-    Args:
-        a, b: [B, H, N, C, K] chunked row / column features (e.g. queries and keys); C a power of two.
-        G: [B, H, N, C, K] cumulative log-decay inside each chunk.
-        strict: leave out the diagonal.
-
-    Returns:
-        [B, H, N, C, C].
-    """
-    B, H, N, C, K = a.shape
-    scores = a.new_zeros(B, H, N, C, C)
-    if not strict:
-        scores = scores + torch.diag_embed((a * b).sum(-1))
-    h = C // 2
-    while h >= 1:
-        nb = C // (2 * h)
-        a_h, b_h, G_h = (x.view(B, H, N, nb, 2, h, K) for x in (a, b, G))
-        ref = G_h[:, :, :, :, 1, :1]  # [B, H, N, nb, 1, K]: first token of the second half
-        a_second = a_h[:, :, :, :, 1] * torch.exp(G_h[:, :, :, :, 1] - ref)
-        b_first = b_h[:, :, :, :, 0] * torch.exp(ref - G_h[:, :, :, :, 0])
-        part = a_second @ b_first.transpose(-1, -2)  # [B, H, N, nb, h, h]
-        block = torch.einsum("...bij,bc->...bicj", part, torch.eye(nb, dtype=a.dtype, device=a.device))
-        level = a.new_zeros(B, H, N, nb, 2, h, nb, 2, h)
-        level[:, :, :, :, 1, :, :, 0, :] = block
-        scores = scores + level.view(B, H, N, C, C)
-        h //= 2
-    return scores
