@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.streamrecon-setup
 
-.PHONY: setup test test-slow lint demo clean
+.PHONY: setup test test-slow test-browser lint demo clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# The Rerun web viewer in Debian's chromium via Playwright (~1.5 min); screenshots in
+# outputs/test-artifacts/browser/ (or $$RECON_TEST_ARTIFACTS/browser/)
+test-browser: setup
+	$(PY) -m pytest -q -m browser tests/browser
 
 demo: setup
 	.venv/bin/recon demo

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up streamrecon on a fresh Linux machine: system libraries, a virtual environment in .venv,
+# Set up streamrecon on a fresh Linux machine: system packages (libusb for open3d, chromium for the
+# web-viewer test), a virtual environment in .venv,
 # torch (the pinned CPU wheel unless a torch is already there), the package in editable mode.
 # Re-running is cheap: nothing already installed is installed again.
 set -euo pipefail
@@ -15,6 +16,17 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   else
     echo "[setup] error: libusb-1.0 is missing and apt-get is not available; install libusb-1.0 with your package manager" >&2
     exit 1
+  fi
+fi
+
+# The web-viewer test (make test-browser) drives Debian's chromium with Playwright: no browser download.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    echo "[setup] installing chromium (the browser of the web-viewer test)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[setup] warning: chromium is missing and apt-get is not available; make test-browser will skip" >&2
   fi
 fi
 
@@ -34,6 +46,6 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "[setup] installing streamrecon and its dependencies"
 "${PIP[@]}" install -e ".[dev]"
-.venv/bin/python -c "import open3d, rerun, lightning, kornia, cv2, evo" >/dev/null
+.venv/bin/python -c "import open3d, rerun, lightning, kornia, cv2, evo, trimesh, pycolmap, playwright" >/dev/null
 touch .venv/.streamrecon-setup
 echo "[setup] done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

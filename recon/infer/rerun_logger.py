@@ -5,8 +5,9 @@ Entity tree (OpenCV camera = Rerun RDF):
     world/camera               Transform3D (cam2world) + Pinhole (K, resolution): the frustum
     world/camera/image         Image (RGB)
     world/camera/depth         DepthImage (model units), turbo colormap over a fixed range
-    world/camera/confidence    DepthImage of the confidence (>= 1), viridis over a fixed range; shown
-                               only in its 2D view (the 3D view leaves it out: it is not a depth)
+    world/camera/confidence    DepthImage of the confidence (>= 1), viridis over a fixed range
+                               (both shown in their 2D views only: the 3D view leaves them out, the
+                               frame's points are world/points)
     world/points               Points3D, this frame's points (subsampled)
     world/map                  Points3D, the accumulated map (every ``map_every`` frames and at the end)
     world/trajectory/NNNN      LineStrips3D, the camera centres so far, in segments of
@@ -84,8 +85,12 @@ def default_blueprint() -> rrb.Blueprint:
     return rrb.Blueprint(
         rrb.Vertical(
             rrb.Horizontal(
-                rrb.Spatial3DView(origin="world", contents=["+ world/**", "- world/camera/confidence"],
-                                  name="3D"),
+                # depth and confidence only in their 2D views: world/points already draws this frame
+                # in 3D, in its own colours
+                rrb.Spatial3DView(
+                    origin="world", name="3D",
+                    contents=["+ world/**", "- world/camera/depth", "- world/camera/confidence"],
+                ),
                 rrb.Vertical(
                     rrb.Spatial2DView(origin="world/camera", contents="world/camera/image", name="image"),
                     rrb.Spatial2DView(origin="world/camera", contents="world/camera/depth", name="depth"),
@@ -156,14 +161,11 @@ class RerunOptions:
         return self.grpc_port or DEFAULT_GRPC_PORT, self.web_port or DEFAULT_WEB_PORT
 
     def check(self) -> None:
-        """Everything that can fail before a recording starts: the mode, the memory limit and, for
-        "serve", that both ports are free (InputError naming the port and its flag)."""
+        """What can be checked before the run starts: the mode, the memory limit and, for "serve",
+        that both ports are free (InputError naming the port and its flag)."""
         if self.viewer not in VIEWER_MODES:
             raise InputError(f"rerun viewer mode must be one of {VIEWER_MODES}, got {self.viewer!r}")
         check_memory_limit(self.memory_limit)
-        if self.save is not None and not Path(self.save).parent.is_dir():
-            raise InputError(f"--rrd {self.save}: cannot save the Rerun recording, folder "
-                             f"{Path(self.save).parent} does not exist")
         if self.viewer == "serve":
             grpc_port, web_port = self.ports
             if grpc_port == web_port:
@@ -184,7 +186,11 @@ class RerunLogger:
         blueprint = default_blueprint()
         sinks: list = []
         if options.save is not None:
-            sinks.append(rr.FileSink(str(Path(options.save))))
+            path = Path(options.save)
+            if not path.parent.is_dir():  # checked here: the run's --out folder exists by now
+                raise InputError(f"--rrd {path}: cannot save the Rerun recording, folder {path.parent} "
+                                 "does not exist")
+            sinks.append(rr.FileSink(str(path)))
         if options.viewer == "spawn":
             self.rec.spawn(connect=False, default_blueprint=blueprint)
             sinks.append(rr.GrpcSink())
