@@ -28,12 +28,16 @@ PRESET_DIR = config_dir() / "model"  # configs/model/ (recon/configs/model/ in a
 # Version of the network's design. 1: one camera token read as cam2world relative to frame 0, a
 # depth-only scale token. 2: pose tokens per window slot + camera trunk (window-relative poses),
 # online motion averaging, a metric readout token scaling depth and translation, full memory blocks.
+# 3: as 2, with the pair motion encoder on pyramidal Lucas-Kanade flow (grey motion frames in the
+# state) instead of a CNN on stacked frame pairs.
 # A checkpoint of another version is refused by name (recon.checkpoint), never loaded half-way.
-ARCHITECTURE_VERSION = 2
+ARCHITECTURE_VERSION = 3
 ARCHITECTURES = {
     1: "single camera token (cam2world relative to frame 0), depth-only scale token, residual memory layers",
     2: "window-relative pose tokens + camera trunk, online motion averaging, metric readout token, "
        "full memory blocks",
+    3: "architecture 2 with a pair motion encoder on pyramidal Lucas-Kanade flow instead of a CNN on "
+       "stacked frame pairs",
 }
 
 
@@ -73,8 +77,8 @@ class HeadConfig:
         scale_ema: floor of the metric scale's streaming average weight: the log-scale is the
             running mean of the per-frame readouts for the first ``1 / scale_ema`` frames, then an
             EMA with this weight (1 = no smoothing).
-        motion_width: first-layer channels of the pair motion encoder (a CNN on each stacked
-            (frame t, frame t - j) pair at half resolution; :mod:`recon.model.motion_encoder`).
+        motion_width: channels of the pair motion encoder's convolutions over the Lucas-Kanade
+            flow map of each (frame t, frame t - j) pair (:mod:`recon.model.motion_encoder`).
     """
 
     features: int = 64
@@ -85,7 +89,7 @@ class HeadConfig:
     pose_tokens_per_slot: int = 1
     camera_trunk_depth: int = 2
     scale_ema: float = 0.05
-    motion_width: int = 16
+    motion_width: int = 32
 
 
 @dataclass

@@ -14,7 +14,7 @@ from recon.model.aggregator import Aggregator
 from recon.model.config import ModelConfig
 from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
-from recon.model.motion_encoder import POOL, PairMotionEncoder, pooled_frames
+from recon.model.motion_encoder import PairMotionEncoder, motion_frame_size, motion_frames, motion_pool
 from recon.model.pose_enc import fov_to_intrinsics
 from recon.model.readout import empty_pose_history, slot_frame_index, stream_pose_readout
 from recon.model.state import StreamState
@@ -69,8 +69,8 @@ class StreamReconModel(nn.Module):
         """The state before the first frame of ``batch_size`` sequences."""
         device = device if device is not None else next(self.parameters()).device
         windows, memory = self.aggregator.init_caches(batch_size, device)
-        H, W = self.cfg.image_size
-        poses = empty_pose_history(batch_size, self.pose_slots, device, (H // POOL, W // POOL))
+        poses = empty_pose_history(batch_size, self.pose_slots, device,
+                                   (1, *motion_frame_size(self.cfg.image_size)))
         return StreamState(0, batch_size, windows, memory, poses, self.signature)
 
     def forward(self, video: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -158,17 +158,17 @@ class StreamReconModel(nn.Module):
 
         Args:
             images: [B, T, 3, H, W] ImageNet-normalised frames, float32.
-            history: [B, S, 3, h, w] pooled frames of the S frames before ``video`` (newest first).
+            history: [B, S, 1, h, w] motion frames of the S frames before ``video`` (newest first).
 
         Returns:
-            (motion [B * T, S, C], history after the last frame [B, S, 3, h, w], newest first).
+            (motion [B * T, S, C], history after the last frame [B, S, 1, h, w], newest first).
         """
         B, T = images.shape[:2]
         S = history.shape[1]
-        current = pooled_frames(images.flatten(0, 1))
+        current = motion_frames(images.flatten(0, 1), motion_pool(self.cfg.image_size))
         frames = torch.cat((history.flip(1), current.view(B, T, *current.shape[1:])), dim=1)  # oldest first
         index = slot_frame_index(T, S, S, images.device)
-        earlier = frames[:, index]                                                       # [B, T, S, 3, h, w]
+        earlier = frames[:, index]                                                       # [B, T, S, 1, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
         motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)
         return motion, frames[:, -S:].flip(1)

@@ -26,13 +26,13 @@ from recon.model.state import PoseHistory
 
 
 def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None,
-                       frame_size: tuple[int, int] = (1, 1)) -> PoseHistory:
+                       frame_shape: tuple[int, ...] = (1, 1, 1)) -> PoseHistory:
     """The history before frame 0: identity poses, log-scale 0, no fallbacks, zero frames of
-    ``frame_size`` (h, w) for the pair motion encoder."""
+    ``frame_shape`` (C, h, w) for the pair motion encoder."""
     eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
     return PoseHistory(eye, torch.zeros(batch_size, device=device),
                        torch.zeros(batch_size, dtype=torch.int64, device=device),
-                       torch.zeros(batch_size, slots, 3, *frame_size, device=device))
+                       torch.zeros(batch_size, slots, *frame_shape, device=device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -53,8 +53,8 @@ class PoseHistory:
         log_scale: [B] float32 smoothed metric log-scale after the last frame (0 before frame 0).
         fallbacks: [B] int64, frames whose pose fell back to the previous pose because no
             relative estimate of the window was finite.
-        frames: [B, S, 3, h, w] float32 pooled normalised frames of the pair motion encoder
-            (:func:`recon.model.motion_encoder.pooled_frames`), same order; zeros for frames < 0.
+        frames: [B, S, 1, h, w] float32 grey motion frames of the pair motion encoder
+            (:func:`recon.model.motion_encoder.motion_frames`), same order; zeros for frames < 0.
     """
 
     cam2world: torch.Tensor

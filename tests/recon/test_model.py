@@ -327,9 +327,9 @@ def test_sincos_position_code_matches_a_loop_and_separates_patches():
 
 
 def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
-    """Slot j of frame t gets (pooled frame t, pooled frame t - j), zeros before frame 0, whether the
-    frames come in one call or two (the pooled frames carried in the state)."""
-    from recon.model.motion_encoder import pooled_frames
+    """Slot j of frame t gets (motion frame t, motion frame t - j), zeros before frame 0, whether the
+    frames come in one call or two (the motion frames carried in the state)."""
+    from recon.model.motion_encoder import motion_frames, motion_pool
 
     torch.manual_seed(0)
     net = build_model({**SMALL, "window": 4}).eval()
@@ -341,7 +341,8 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     net.motion_encoder = Spy()
     video = _video(1, 5)
     embed = net.aggregator.embed
-    pooled = pooled_frames((video[0] - embed.mean) / embed.std).mean((1, 2, 3))       # [T]
+    pool = motion_pool(net.cfg.image_size)
+    pooled = motion_frames((video[0] - embed.mean) / embed.std, pool).mean((1, 2, 3))  # [T]
     state = net.init_state(1)
     images = (video - embed.mean) / embed.std
     m1, hist = net._pair_motion(images[:, :2], state.poses.frames)
