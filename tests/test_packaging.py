@@ -73,20 +73,49 @@ def test_wheel_carries_the_configs_and_checkpoint(installed):
     assert not any(n.startswith(("tools/", "tests/", "configs/")) for n in names)
 
 
-def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
+# A small untrained model, exported by the installed package from its own packaged preset.
+SMALL_MODEL = """
+import sys, torch, yaml
+from recon.checkpoint import save_weights
+from recon.model import build_model
+from recon.resources import config_dir
+cfg = yaml.safe_load((config_dir() / "model" / "tiny.yaml").read_text())
+cfg.update(dim=64, depth=2, num_heads=2, window=2)
+cfg["memory"] = {"type": "none", "depths": [], "options": {}}
+cfg["head"].update(features=16, levels=[0, 1], camera_hidden=64, pose_slots=1)
+torch.manual_seed(0)
+save_weights(build_model(cfg), sys.argv[1])
+"""
+
+
+def _elsewhere(tmp_path: Path) -> tuple[Path, dict]:
     where = tmp_path / "elsewhere"
     where.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return where, {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
+    where, env = _elsewhere(tmp_path)
     origin = subprocess.run([str(installed / "python"), "-c", "import recon, recon.resources as r; "
                              "print(recon.__file__); print(r.config_dir())"],
                             cwd=where, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(p.startswith(str(installed.parent)) for p in origin), origin  # the wheel, not the repo
     info = _recon(installed, where, "model", "info", "tiny", "--json")
     assert json.loads(info.stdout)["name"] == "tiny"
-    _recon(installed, where, "demo", "--frames", "20", "--out", "demo", "--quiet")
+    subprocess.run([str(installed / "python"), "-c", SMALL_MODEL, "small"], cwd=where, env=env, check=True)
+    _recon(installed, where, "demo", "--frames", "20", "--out", "demo", "--quiet", "--checkpoint", "small")
     summary = json.loads((where / "demo" / "demo_summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 20 and summary["points"] > 0
     export = _recon(installed, where, "export-scene", "demo/run", "--format", "colmap", "--out", "colmap")
     assert "20 images" in export.stdout
     assert sorted(p.name for p in (where / "colmap").iterdir()) == ["cameras.txt", "images.txt",
                                                                     "points3D.txt"]
+
+
+def test_installed_wheel_runs_the_default_job_with_the_shipped_model(installed, tmp_path):
+    """`recon demo` as a new user runs it: the checkpoint shipped inside the wheel."""
+    where, _ = _elsewhere(tmp_path)
+    _recon(installed, where, "demo", "--frames", "20", "--out", "demo", "--quiet")
+    summary = json.loads((where / "demo" / "demo_summary.json").read_text())
+    assert summary["status"] == "complete" and summary["frames"] == 20
+    assert summary["settings"]["checkpoint"].startswith(str(installed.parent))
