@@ -192,7 +192,6 @@ def test_web_viewer_draws_the_run_during_and_after_it_and_the_rrd(browser, small
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     # the saved recording, in rerun's own web viewer: the same layout, drawn
-    shutil.copy(out / "run.rrd", art / "run.rrd")
     grpc2, web2 = _free_port(), _free_port()
     rerun = Path(sys.executable).parent / "rerun"
     viewer = subprocess.Popen([str(rerun), "--serve-web", "--port", str(grpc2), "--web-viewer-port",
