@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target folder (colmap) or file (gltf, ply); default beside RUN_DIR: "
                         "RUN_DIR_colmap/, RUN_DIR.glb or RUN_DIR_map.ply")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    parser.add_argument("--images", action="store_true",
+                        help="colmap: also write images/frame_NNNNNN.png, the frames at the model resolution "
+                        "read again from the run's source (for nerfstudio / gsplat)")
     parser.add_argument("--frustum-depth", type=finite_float(0.0, low_open=True), default=None,
                         help="gltf: frustum depth in model units (default 5%% of the scene's extent)")
     parser.add_argument("--camera-every", type=bounded_int(1), default=None,
@@ -43,10 +46,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     h, w = run.image_size
     if args.format == "colmap":
-        write_colmap(run, out, overwrite=args.overwrite)
+        write_colmap(run, out, overwrite=args.overwrite, images=args.images)
         cameras = len((out / "cameras.txt").read_text().splitlines()) - 4
         print(f"wrote COLMAP text model {out}: {cameras} PINHOLE camera(s) at the model resolution {w}x{h}, "
-              f"{len(run.cam2world)} images (world-to-camera poses), {len(run.points)} points")
+              f"{len(run.cam2world)} images (world-to-camera poses"
+              f"{', frames in images/' if args.images else ''}), {len(run.points)} points")
     elif args.format == "gltf":
         every = args.camera_every or max(1, -(-len(run.cam2world) // 200))
         write_glb(run, out, frustum_depth=args.frustum_depth, camera_every=every, overwrite=args.overwrite)

@@ -13,8 +13,9 @@ What is written:
   to COLMAP's convention, where the image's top-left corner is (0, 0) and the first pixel's centre
   is (0.5, 0.5)), ``images.txt`` (one line per frame, ``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID
   NAME``: the world-to-camera rotation as a scalar-first quaternion and translation, COLMAP's
-  convention, then an empty POINTS2D line; NAME = ``frame_NNNNNN.png`` of the source frame index,
-  images themselves are not written) and ``points3D.txt`` (the map's points and colours, ERROR 0,
+  convention, then an empty POINTS2D line; NAME = ``frame_NNNNNN.png`` of the source frame index;
+  with ``images`` the frames themselves, read again from the run's source and fitted as the run
+  fitted them, go to ``images/NAME``) and ``points3D.txt`` (the map's points and colours, ERROR 0,
   no tracks).
 - GLB (:func:`write_glb`, trimesh): nodes ``map`` (points with colours), ``cameras`` (a wire frustum
   per exported frame: apex at the camera centre, the image corners at ``frustum_depth``) and
@@ -211,13 +212,53 @@ def colmap_world2cam(cam2world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rotmat_to_quat_wxyz(torch.as_tensor(R)).numpy(), t
 
 
-def write_colmap(run: RunRecord, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """COLMAP text model (cameras.txt, images.txt, points3D.txt) in ``out_dir``; see the module docstring."""
+def source_images(run: RunRecord):
+    """The run's frames as the model saw them: (name, RGB uint8 [H, W, 3]) per exported frame, read
+    again from the run's source (``settings.source``) through the same fitting (resize policy,
+    stride, model resolution). InputError when the source is gone, a webcam, or no longer matches."""
+    from recon.infer.sources import FrameStream, WebcamSequence, open_source
+
+    settings = (read_summary(run.dir) or {}).get("settings") or {}
+    source_path = settings.get("source")
+    if not source_path or not Path(source_path).exists():
+        raise InputError(f"--images: the run's source {source_path!r} is not there any more (settings.source "
+                         f"in {run.dir / SUMMARY_NAME}); export without --images")
+    source = open_source(source_path, settings.get("format"))
+    if isinstance(source, WebcamSequence):
+        raise InputError("--images: the run read a webcam; its frames cannot be read again")
+    stream = FrameStream(source, run.image_size, settings.get("resize", "crop"),
+                         int(settings.get("stride", 1)))
+    wanted = {int(f): k for k, f in enumerate(run.frames)}
+    for frame in stream:
+        k = wanted.pop(frame.index, None)
+        if k is not None:
+            if abs(frame.timestamp - run.timestamps[k]) > 1e-5:
+                raise InputError(f"--images: {source_path} frame {frame.index} has timestamp "
+                                 f"{frame.timestamp:.6f}, the run's {run.timestamps[k]:.6f}: not the source "
+                                 "this run read")
+            yield f"frame_{frame.index:06d}.png", frame.image
+        if not wanted:
+            return
+    raise InputError(f"--images: {source_path} has no frame {min(wanted)} (the run's frames: "
+                     f"{int(run.frames[0])}..{int(run.frames[-1])}): not the source this run read")
+
+
+def write_colmap(run: RunRecord, out_dir: str | Path, overwrite: bool = False, images: bool = False) -> Path:
+    """COLMAP text model (cameras.txt, images.txt, points3D.txt) in ``out_dir``; see the module
+    docstring. ``images``: also ``images/frame_NNNNNN.png``, the frames at the model resolution
+    (:func:`source_images`)."""
     h, w = run.image_size
     camera_lines, camera_ids = _colmap_cameras(run)
     quat_wxyz, t = colmap_world2cam(run.cam2world)
 
     def _write(tmp: Path) -> None:
+        if images:
+            import cv2
+
+            (tmp / "images").mkdir()
+            for name, rgb in source_images(run):
+                if not cv2.imwrite(str(tmp / "images" / name), np.ascontiguousarray(rgb[..., ::-1])):
+                    raise InputError(f"--out {out_dir}: could not write images/{name}")
         (tmp / "cameras.txt").write_text(
             "# Camera list with one line of data per camera:\n"
             "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
@@ -231,7 +272,7 @@ def write_colmap(run: RunRecord, out_dir: str | Path, overwrite: bool = False) -
                     "#   POINTS2D[] as (X, Y, POINT3D_ID)\n"
                     f"# Number of images: {len(t)}, mean observations per image: 0\n"
                     "# streamrecon: world-to-camera (x_cam = R x_world + t), world = the first camera, "
-                    "model units; NAME = source frame index (images not exported)\n")
+                    "model units; NAME = source frame index (images/NAME with --images)\n")
             for i in range(len(t)):
                 pose = " ".join(f"{v:.17g}" for v in (*quat_wxyz[i], *t[i]))
                 f.write(f"{i + 1} {pose} {camera_ids[i]} frame_{run.frames[i]:06d}.png\n\n")

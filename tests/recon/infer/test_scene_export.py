@@ -91,6 +91,38 @@ def test_colmap_projects_a_map_point_where_the_run_saw_it(known_K_run, tmp_path,
     np.testing.assert_allclose(first.project_point(np.array([0.0, 0.0, 2.0])), [64.0, 48.0], atol=1e-9)
 
 
+def test_colmap_images_are_the_frames_the_run_read(run_dir, synthetic_folder, tmp_path, capsys):
+    """--images: images/NAME for every images.txt NAME; the synthetic sequence is at the model
+    resolution (128x96), so the fitted frames are its rgb/ PNGs as the TUM list names them."""
+    import cv2
+
+    out = tmp_path / "colmap"
+    assert run_cli(["export-scene", run_dir, "--format", "colmap", "--out", out, "--images"], capsys)[0] == 0
+    rec = pycolmap.Reconstruction()
+    rec.read_text(str(out))
+    listed = [line.split() for line in (synthetic_folder / "rgb.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    names = [rec.images[i].name for i in sorted(rec.images)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(names)
+    for k, name in enumerate(names):
+        exported = cv2.imread(str(out / "images" / name), cv2.IMREAD_UNCHANGED)
+        original = cv2.imread(str(synthetic_folder / listed[k][1]), cv2.IMREAD_UNCHANGED)
+        assert exported.shape == (96, 128, 3)
+        np.testing.assert_array_equal(exported, original)
+
+
+def test_colmap_images_of_a_source_that_is_gone_is_one_line(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["settings"]["source"] = str(tmp_path / "moved")
+    (run / "summary.json").write_text(json.dumps(summary))
+    argv = ["export-scene", run, "--format", "colmap", "--out", tmp_path / "c", "--images"]
+    code, err = run_cli(argv, capsys)
+    assert_user_error(code, err, "export-scene", "--images", tmp_path / "moved", "export without --images")
+    assert not (tmp_path / "c").exists()
+
+
 def test_glb_points_frustums_and_trajectory_match_the_run(run_dir, tmp_path, capsys):
     out = tmp_path / "scene.glb"
     code = run_cli(["export-scene", run_dir, "--format", "gltf", "--out", out, "--frustum-depth", "0.5"],
