@@ -13,6 +13,10 @@ cumulative log-decays, about eps32 * 20 * C (as for GLA: layers/ops/gla/README.m
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +197,32 @@ def test_layer_runs_the_kernels_and_matches_the_torch_path():
         results.append((y.detach().cpu(), cache.state.cpu(), xb.grad.cpu()))
     for name, r, got in zip(("y", "state", "dx"), results[0], results[1], strict=True):
         assert_rel_close(r, got, 2e-6, name)
+
+
+def _bundled_ptxas() -> bool:
+    import triton
+
+    return (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists()
+
+
+def _compile_check(*args: str) -> subprocess.CompletedProcess:
+    tool = Path(__file__).resolve().parents[2] / "tools" / "triton_compile_check.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.mark.skipif(not _bundled_ptxas(), reason="needs the ptxas that ships with Triton's NVIDIA backend")
+def test_kernels_compile_for_sm90_without_a_gpu():
+    # The interpreter does not run Triton's compiler: compile every kernel for sm_90 (H100 / H200),
+    # down to a cubin, at a small size, and check its shared memory (tools/triton_compile_check.py).
+    res = _compile_check("--head-dim", "32", "--chunk-size", "32", "--arch", "90")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("ok ") == 7, res.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _bundled_ptxas(), reason="needs the ptxas that ships with Triton's NVIDIA backend")
+def test_kernels_compile_for_sm90_at_the_largest_sizes():
+    res = _compile_check("--head-dim", "64", "128", "--chunk-size", "64", "--arch", "90")
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -379,6 +379,16 @@ def _gd_bwd_pairs_kernel(
     tl.store(dg + p_k, b_dg, mask=m_k[None, :])
 
 
+def _launch(BK: int, BV: int) -> tuple[dict, dict]:
+    """Launch options of the chunk-parallel kernels and of the two scan kernels. The scans pipeline at
+    most two chunks (num_stages), so that their shared memory fits a GPU at K = V = 128 (compiled for
+    sm_90 by Triton's compiler on a CPU: 64 KB and 80 KB at 128 with one stage, 82 KB and 115 KB at
+    64 with two); wider heads get 8 warps for the register tiles."""
+    wide = max(BK, BV) > 64
+    num_warps = 8 if wide else 4
+    return {"num_warps": num_warps}, {"num_warps": num_warps, "num_stages": 1 if wide else 2}
+
+
 def _pack(x: torch.Tensor, TP: int) -> torch.Tensor:
     """[B, T, H, *D] -> fp32 [B * H, TP, *D], zero padded along T, contiguous."""
     B, T, H = x.shape[:3]
@@ -414,13 +424,13 @@ class TritonGatedDeltaFunction(torch.autograd.Function):
         w_v, u, o = (torch.empty(BH, TP, V, dtype=f32, device=dev) for _ in range(3))
         hs = torch.empty(BH, N, K, V, dtype=f32, device=dev)
         ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
-        prec = _precision()
-        common = dict(K=K, BT=BT, BK=BK, PRECISION=prec, num_warps=4)
-        _gd_fwd_scores_kernel[(N * NS, BH)](qp, kp, G, a_qk, a_kk, TP, N, BC=BC, NS=NS, **common)
-        _gd_fwd_solve_kernel[(N, BH)](kp, vp, bp, G, a_kk, minv, w_k, w_v, TP, N, V=V, BV=BV, **common)
+        par, scan = _launch(BK, BV)
+        common = dict(K=K, BT=BT, BK=BK, PRECISION=_precision())
+        _gd_fwd_scores_kernel[(N * NS, BH)](qp, kp, G, a_qk, a_kk, TP, N, BC=BC, NS=NS, **common, **par)
+        _gd_fwd_solve_kernel[(N, BH)](kp, vp, bp, G, a_kk, minv, w_k, w_v, TP, N, V=V, BV=BV, **common, **par)
         _gd_fwd_state_kernel[(1, BH)](kp, G, w_k, w_v, u, h0, hs, ht, TP, N, V=V, BV=BV, USE_H0=h0 is not None,
-                                      STORE_FINAL=output_final_state, **common)
-        _gd_fwd_output_kernel[(N, BH)](qp, G, hs, a_qk, u, o, scale, TP, N, V=V, BV=BV, **common)
+                                      STORE_FINAL=output_final_state, **common, **scan)
+        _gd_fwd_output_kernel[(N, BH)](qp, G, hs, a_qk, u, o, scale, TP, N, V=V, BV=BV, **common, **par)
         ctx.save_for_backward(qp, kp, vp, bp, G, hs, u, minv, a_qk, a_kk, w_k)
         ctx.scale, ctx.shape, ctx.chunk_size, ctx.use_h0 = scale, (B, T, H, K, V), BT, h0 is not None
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, g.dtype, beta.dtype)
@@ -435,21 +445,21 @@ class TritonGatedDeltaFunction(torch.autograd.Function):
         BT, BC = ctx.chunk_size, SUB_CHUNK
         BH, N, TP, NS = B * H, hs.shape[1], G.shape[1], BT // BC
         BK, BV = max(16, triton.next_power_of_2(K)), max(16, triton.next_power_of_2(V))
-        prec = _precision()
-        common = dict(K=K, V=V, BT=BT, BK=BK, BV=BV, PRECISION=prec, num_warps=4)
+        par, scan = _launch(BK, BV)
+        common = dict(K=K, V=V, BT=BT, BK=BK, BV=BV, PRECISION=_precision())
         dop = _pack(do, TP)
         dhs, du = torch.empty_like(hs), torch.empty_like(u)
         dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=qp.device) if ctx.use_h0 else None
         use_dht = dht is not None
         _gd_bwd_state_kernel[(1, BH)](qp, kp, G, w_k, a_qk, dop, dht.float().contiguous() if use_dht else None,
                                       dhs, du, dh0, ctx.scale, TP, N, USE_DHT=use_dht, STORE_DH0=ctx.use_h0,
-                                      **common)
+                                      **common, **scan)
         dq, dk, dG = (torch.empty_like(qp) for _ in range(3))
         dv, dbeta, d_kk = torch.empty_like(vp), torch.empty_like(bp), torch.empty_like(a_kk)
         _gd_bwd_chunk_kernel[(N, BH)](qp, kp, vp, bp, G, hs, dhs, u, du, minv, a_kk, dop, dq, dk, dv, dG, dbeta,
-                                      d_kk, ctx.scale, T, TP, N, **common)
+                                      d_kk, ctx.scale, T, TP, N, **common, **par)
         _gd_bwd_pairs_kernel[(N * NS, BH)](qp, kp, G, u, dop, d_kk, dq, dk, dG, ctx.scale, TP, N, BC=BC, NS=NS,
-                                           **common)
+                                           **common, **par)
         # G_t = sum of g over the chunk up to t: dg_t = sum over u >= t in the chunk of dG_u.
         dg = dG.view(BH, N, BT, K).flip(2).cumsum(2).flip(2).view(BH, TP, K)
         dg = _unpack(dg, B, T, H)
