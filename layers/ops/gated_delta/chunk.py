@@ -27,10 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from layers.ops.gated_delta.naive import check_gated_delta_inputs
-from layers.ops.gla.chunk import check_chunk_size
+from layers.ops.gla.chunk import check_chunk_size, resolve_backend
 from layers.ops.gla.naive import compute_dtype_for, resolve_scale
-
-_BACKENDS = ("torch", "triton")
 
 
 def chunk_gated_delta(
@@ -73,11 +71,7 @@ def chunk_gated_delta(
     check_gated_delta_inputs(q, k, v, g, beta, initial_state)
     check_chunk_size(chunk_size)
     scale = resolve_scale(scale, q.shape[-1])
-    if backend is None:
-        backend = "triton" if q.is_cuda else "torch"
-    if backend not in _BACKENDS:
-        raise ValueError(f"gated_delta: backend must be None or one of {_BACKENDS}, got {backend!r}")
-    if backend == "triton":
+    if resolve_backend("gated_delta", backend, q) == "triton":
         from layers.ops.gated_delta.triton import triton_gated_delta
 
         return triton_gated_delta(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)

@@ -39,6 +39,16 @@ def check_chunk_size(chunk_size: int) -> None:
         raise ValueError(f"gla: chunk_size must be a power of two (1, 2, 4, ..., 64, ...), got {chunk_size}")
 
 
+def resolve_backend(op: str, backend: str | None, q: torch.Tensor) -> str:
+    """``backend`` of a chunked op: None means Triton for CUDA tensors and torch otherwise; else one of
+    ``"torch"``, ``"triton"`` (ValueError naming ``op`` for anything else)."""
+    if backend is None:
+        return "triton" if q.is_cuda else "torch"
+    if backend not in _BACKENDS:
+        raise ValueError(f"{op}: backend must be None or one of {_BACKENDS}, got {backend!r}")
+    return backend
+
+
 def chunk_gla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -79,11 +89,7 @@ def chunk_gla(
     check_gla_inputs(q, k, v, g, initial_state, check_decay_values=not q.is_cuda)
     check_chunk_size(chunk_size)
     scale = resolve_scale(scale, q.shape[-1])
-    if backend is None:
-        backend = "triton" if q.is_cuda else "torch"
-    if backend not in _BACKENDS:
-        raise ValueError(f"gla: backend must be None or one of {_BACKENDS}, got {backend!r}")
-    if backend == "triton":
+    if resolve_backend("gla", backend, q) == "triton":
         from layers.ops.gla.triton import triton_gla
 
         return triton_gla(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
