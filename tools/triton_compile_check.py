@@ -46,8 +46,11 @@ def compile_kernel(name: str, head_dim: int, chunk_size: int, arch: int) -> dict
     "shared_bytes", "seconds" and "error" (None when it compiled within the limit)."""
     fn = getattr(kernels, name)
     BK = BV = max(16, triton.next_power_of_2(head_dim))
+    par, scan = kernels._launch(BK, BV)
+    options = scan if name in SCAN_KERNELS else par
+    BV_kernel = min(BV, kernels.SCAN_VALUE_TILE) if name in SCAN_KERNELS else BV  # as launched
     constants = {"K": head_dim, "V": head_dim, "BT": chunk_size, "BC": kernels.SUB_CHUNK,
-                 "NS": chunk_size // kernels.SUB_CHUNK, "BK": BK, "BV": BV, "PRECISION": "ieee",
+                 "NS": chunk_size // kernels.SUB_CHUNK, "BK": BK, "BV": BV_kernel, "PRECISION": "ieee",
                  "USE_H0": True, "STORE_FINAL": True, "USE_DHT": True, "STORE_DH0": True}
     signature, constexprs = {}, {}
     for param in fn.params:
@@ -56,8 +59,6 @@ def compile_kernel(name: str, head_dim: int, chunk_size: int, arch: int) -> dict
             constexprs[param.name] = constants[param.name]
         else:
             signature[param.name] = SCALARS.get(param.name, "*fp32")
-    par, scan = kernels._launch(BK, BV)
-    options = scan if name in SCAN_KERNELS else par
     row = {"kernel": name, "head_dim": head_dim, "chunk_size": chunk_size, "arch": f"sm_{arch}",
            "options": options, "ok": False, "shared_bytes": None, "error": None}
     start = time.perf_counter()

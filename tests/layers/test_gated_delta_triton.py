@@ -45,7 +45,7 @@ def check_against_reference(B, T, H, K, V, C, decay="mild", beta="uniform", per_
 
 SMALL = [  # B, T, H, K, V, chunk_size, decay, beta, per_head
     pytest.param(1, 1, 1, 16, 16, 16, "mild", "uniform", False, id="B1-T1-H1-K16-V16-C16"),
-    pytest.param(2, 37, 2, 24, 20, 32, "mild", "uniform", False, id="B2-T37-H2-K24-V20-C32"),
+    pytest.param(2, 37, 2, 24, 40, 32, "mild", "uniform", False, id="B2-T37-H2-K24-V40-C32"),  # 2 value tiles
     pytest.param(1, 75, 2, 24, 20, 32, "strong", "uniform", False, id="B1-T75-H2-K24-V20-C32-strong"),
     pytest.param(1, 40, 1, 16, 16, 16, "none", "uniform", False, id="B1-T40-H1-K16-V16-C16-no-decay"),
     pytest.param(1, 33, 2, 16, 16, 16, "mild", "zero-one", False, id="B1-T33-H2-K16-V16-C16-beta-0-and-1"),

@@ -16,7 +16,7 @@ Forward:
   decay, one key token at a time; so no exponent is ever positive.
 * ``_gd_fwd_solve_kernel`` (chunk, batch x head): the UT transform. ``M = (I + diag(beta) A_kk)^-1`` by
   forward substitution, then ``W_v = M diag(beta) V`` and ``W_k = M diag(beta) (K exp G)``.
-* ``_gd_fwd_state_kernel`` (batch x head): the inter-chunk recurrence with the fp32 state
+* ``_gd_fwd_state_kernel`` (value tile, batch x head): the inter-chunk recurrence with the fp32 state
   in registers: stores ``S_n``, ``U_n = W_v - W_k S_n`` and updates
   ``S <- diag(exp G_last) S + (K exp(G_last - G))^T U_n``.
 * ``_gd_fwd_output_kernel`` (chunk, batch x head): ``o = scale [(Q exp G) S_n + A_qk U_n]``.
@@ -50,22 +50,26 @@ from layers.ops.gla.triton import SUB_CHUNK, _precision, check_triton_launch
 
 MAX_HEAD_DIM = 128
 """Largest K and V the kernels take (one register tile per head; the chunk kernel holds several)."""
+SCAN_VALUE_TILE = 32
+"""Value columns per program of the two scan kernels (the state recurrence is independent per value
+column, so B * H * V / 32 programs walk the chunks instead of B * H)."""
 MAX_CHUNK = 64
 """Largest chunk (the UT solve keeps the C x C inverse in registers)."""
 
 
 @triton.jit
 def _chunk_offsets(
-    i_bh, i_n, TP, N,
+    i_bh, i_n, v0, TP, N,
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
-    """Offsets of chunk ``i_n`` of head ``i_bh`` in the packed buffers: the row of its first token in
-    ``[B * H * TP]``, its ``[BT, BK]`` / ``[BT, BV]`` tiles of ``[B * H * TP, K | V]``, its ``[BT, BT]``
-    tile of ``[B * H, N, BT, BT]``, its ``[BK, BV]`` state of ``[B * H, N, K, V]``; the channel masks."""
+    """Offsets of chunk ``i_n`` of head ``i_bh`` in the packed buffers (value columns from ``v0``): the
+    row of its first token in ``[B * H * TP]``, its ``[BT, BK]`` / ``[BT, BV]`` tiles of
+    ``[B * H * TP, K | V]``, its ``[BT, BT]`` tile of ``[B * H, N, BT, BT]``, its ``[BK, BV]`` state of
+    ``[B * H, N, K, V]``; the channel masks."""
     bh, n64 = tl.cast(i_bh, tl.int64), tl.cast(i_n, tl.int64)
     o_t = tl.arange(0, BT)
     o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
+    o_v = v0 + tl.arange(0, BV)
     row0 = bh * TP + n64 * BT
     p_k = (row0 + o_t)[:, None] * K + o_k[None, :]
     p_v = (row0 + o_t)[:, None] * V + o_v[None, :]
@@ -135,7 +139,7 @@ def _gd_fwd_solve_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    row0, p_k, p_v, p_a, _, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
+    row0, p_k, p_v, p_a, _, m_k, m_v = _chunk_offsets(i_bh, i_n, 0, TP, N, K, V, BT, BK, BV)
     o_t = tl.arange(0, BT)
     b_beta = tl.load(beta + row0 + o_t)
     b_l = tl.load(a_kk + p_a) * b_beta[:, None]  # strictly lower
@@ -160,8 +164,9 @@ def _gd_fwd_state_kernel(
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_bh = tl.program_id(1)
-    o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)  # value columns are independent: one tile each
+    v0 = i_v * BV
+    o_k, o_v = tl.arange(0, BK), v0 + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
     p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]  # [BK, BV] of [B * H, K, V]
@@ -169,7 +174,7 @@ def _gd_fwd_state_kernel(
     if USE_H0:
         b_h += tl.load(h0 + p_state, mask=m_kv, other=0.0)
     for i_n in range(0, N):
-        row0, p_k, p_v, _, p_s, _, _ = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
+        row0, p_k, p_v, _, p_s, _, _ = _chunk_offsets(i_bh, i_n, v0, TP, N, K, V, BT, BK, BV)
         tl.store(hs + p_s, b_h, mask=m_kv)
         b_wk = tl.load(w_k + p_k, mask=m_k[None, :], other=0.0)
         b_u = tl.load(w_v + p_v, mask=m_v[None, :], other=0.0) - tl.dot(b_wk, b_h, input_precision=PRECISION)
@@ -191,7 +196,7 @@ def _gd_fwd_output_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    _, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
+    _, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, 0, TP, N, K, V, BT, BK, BV)
     b_qd = tl.load(q + p_k, mask=m_k[None, :], other=0.0) * tl.exp(tl.load(G + p_k, mask=m_k[None, :], other=0.0))
     b_h = tl.load(hs + p_s, mask=m_k[:, None] & m_v[None, :], other=0.0)
     b_a = tl.load(a_qk + p_a)
@@ -207,8 +212,9 @@ def _gd_bwd_state_kernel(
     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_bh = tl.program_id(1)
-    o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)  # value columns are independent: one tile each
+    v0 = i_v * BV
+    o_k, o_v = tl.arange(0, BK), v0 + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
     p_state = (tl.cast(i_bh, tl.int64) * K + o_k[:, None]) * V + o_v[None, :]  # [BK, BV] of [B * H, K, V]
@@ -216,7 +222,7 @@ def _gd_bwd_state_kernel(
     if USE_DHT:
         b_dh += tl.load(dht + p_state, mask=m_kv, other=0.0)
     for i_r in range(0, N):
-        row0, p_k, p_v, p_a, p_s, _, _ = _chunk_offsets(i_bh, N - 1 - i_r, TP, N, K, V, BT, BK, BV)
+        row0, p_k, p_v, p_a, p_s, _, _ = _chunk_offsets(i_bh, N - 1 - i_r, v0, TP, N, K, V, BT, BK, BV)
         tl.store(dhs + p_s, b_dh, mask=m_kv)
         b_a = tl.load(a_qk + p_a)
         b_do = tl.load(do + p_v, mask=m_v[None, :], other=0.0)
@@ -243,7 +249,7 @@ def _gd_bwd_chunk_kernel(
     PRECISION: tl.constexpr,
 ):
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
-    row0, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, TP, N, K, V, BT, BK, BV)
+    row0, p_k, p_v, p_a, p_s, m_k, m_v = _chunk_offsets(i_bh, i_n, 0, TP, N, K, V, BT, BK, BV)
     o_t = tl.arange(0, BT)
     rows = row0 + o_t
     m_kv = m_k[:, None] & m_v[None, :]
@@ -381,9 +387,9 @@ def _gd_bwd_pairs_kernel(
 
 def _launch(BK: int, BV: int) -> tuple[dict, dict]:
     """Launch options of the chunk-parallel kernels and of the two scan kernels. The scans pipeline at
-    most two chunks (num_stages), so that their shared memory fits a GPU at K = V = 128 (compiled for
-    sm_90 by Triton's compiler on a CPU: 64 KB and 80 KB at 128 with one stage, 82 KB and 115 KB at
-    64 with two); wider heads get 8 warps for the register tiles."""
+    most two chunks (num_stages: one for K, V > 64), so that their shared memory fits (compiled for
+    sm_90 by tools/triton_compile_check.py with 32 value columns per scan program: 40 KB and 72 KB
+    at K = V = 128, 72 KB and 104 KB at 64); wider heads get 8 warps for the register tiles."""
     wide = max(BK, BV) > 64
     num_warps = 8 if wide else 4
     return {"num_warps": num_warps}, {"num_warps": num_warps, "num_stages": 1 if wide else 2}
@@ -428,8 +434,10 @@ class TritonGatedDeltaFunction(torch.autograd.Function):
         common = dict(K=K, BT=BT, BK=BK, PRECISION=_precision())
         _gd_fwd_scores_kernel[(N * NS, BH)](qp, kp, G, a_qk, a_kk, TP, N, BC=BC, NS=NS, **common, **par)
         _gd_fwd_solve_kernel[(N, BH)](kp, vp, bp, G, a_kk, minv, w_k, w_v, TP, N, V=V, BV=BV, **common, **par)
-        _gd_fwd_state_kernel[(1, BH)](kp, G, w_k, w_v, u, h0, hs, ht, TP, N, V=V, BV=BV, USE_H0=h0 is not None,
-                                      STORE_FINAL=output_final_state, **common, **scan)
+        BVS = min(BV, SCAN_VALUE_TILE)
+        _gd_fwd_state_kernel[(triton.cdiv(V, BVS), BH)](kp, G, w_k, w_v, u, h0, hs, ht, TP, N, V=V, BV=BVS,
+                                                        USE_H0=h0 is not None, STORE_FINAL=output_final_state,
+                                                        **common, **scan)
         _gd_fwd_output_kernel[(N, BH)](qp, G, hs, a_qk, u, o, scale, TP, N, V=V, BV=BV, **common, **par)
         ctx.save_for_backward(qp, kp, vp, bp, G, hs, u, minv, a_qk, a_kk, w_k)
         ctx.scale, ctx.shape, ctx.chunk_size, ctx.use_h0 = scale, (B, T, H, K, V), BT, h0 is not None
@@ -451,9 +459,11 @@ class TritonGatedDeltaFunction(torch.autograd.Function):
         dhs, du = torch.empty_like(hs), torch.empty_like(u)
         dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=qp.device) if ctx.use_h0 else None
         use_dht = dht is not None
-        _gd_bwd_state_kernel[(1, BH)](qp, kp, G, w_k, a_qk, dop, dht.float().contiguous() if use_dht else None,
-                                      dhs, du, dh0, ctx.scale, TP, N, USE_DHT=use_dht, STORE_DH0=ctx.use_h0,
-                                      **common, **scan)
+        BVS = min(BV, SCAN_VALUE_TILE)
+        _gd_bwd_state_kernel[(triton.cdiv(V, BVS), BH)](
+            qp, kp, G, w_k, a_qk, dop, dht.float().contiguous() if use_dht else None, dhs, du, dh0, ctx.scale,
+            TP, N, USE_DHT=use_dht, STORE_DH0=ctx.use_h0, **{**common, "BV": BVS}, **scan,
+        )
         dq, dk, dG = (torch.empty_like(qp) for _ in range(3))
         dv, dbeta, d_kk = torch.empty_like(vp), torch.empty_like(bp), torch.empty_like(a_kk)
         _gd_bwd_chunk_kernel[(N, BH)](qp, kp, vp, bp, G, hs, dhs, u, du, minv, a_kk, dop, dq, dk, dv, dG, dbeta,
