@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from recon.commands.argtypes import bounded_int
-from recon.commands.run import add_run_options, print_summary, stream_source, wait_while_serving
+from recon.commands.run import add_run_options, print_summary, wait_while_serving
 
 NAME = "demo"
 HELP = "generate a synthetic video, reconstruct it with the shipped model, report accuracy"
@@ -60,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
     from data import load_sequence
     from recon.checkpoint import DEFAULT_CHECKPOINT, read_config
     from recon.infer.outputs import prepare_output_dir
+    from recon.infer.scoring import GroundTruthScorer
+    from recon.infer.session import RunOptions, run_source
 
     out = prepare_output_dir(args.out)
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
@@ -76,9 +78,9 @@ def main(args: argparse.Namespace) -> int:
     # the demo owns OUT/run: a rerun replaces the previous demo's run (only the files it wrote)
     serving: list = []
     try:
-        summary = stream_source(
-            source, args, out / "run", extra_settings={"demo_data": str(folder)}, overwrite=True,
-            serving=serving,
+        summary = run_source(
+            source, RunOptions.from_args(args, overwrite=True), out / "run", scorer=GroundTruthScorer(),
+            extra_settings={"demo_data": str(folder)}, serving=serving,
         )
         print_summary(summary, out / "run")
         if args.rrd:

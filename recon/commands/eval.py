@@ -120,10 +120,10 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from recon.checkpoint import load_model
-    from recon.commands.run import resolve_device
     from recon.eval.drift import evaluate_records, stream_records
     from recon.eval.protocols import load_protocol, open_sequences
     from recon.eval.report import ModelRun, write_report
+    from recon.infer.session import resolve_device
     from recon.trajectory import write_tum
 
     if args.protocol is None:

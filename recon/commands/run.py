@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from recon.commands.argtypes import bounded_int, finite_float
@@ -117,117 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_options(parser)
 
 
-def resolve_device(name: str):
-    import torch
-
-    from recon.errors import InputError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA device is available on this machine")
-    return device
-
-
-def stream_source(
-    source,
-    args: argparse.Namespace,
-    out_dir: str | Path,
-    extra_settings: dict | None = None,
-    overwrite: bool | None = None,
-    serving: list | None = None,
-) -> dict:
-    """Run the model over an opened source with the shared options; returns the summary.
-
-    Everything that can be checked without the model is checked first (options, intrinsics against
-    the source, the Rerun options and ports, the output folder), so a mistake costs no model load.
-    The output folder is claimed (:class:`recon.infer.outputs.RunFolder`: locked, refused when it
-    holds other files unless ``overwrite``, which defaults to ``args.overwrite``) for the whole run.
-    With ``--rerun serve`` the logger keeps serving after the run; it is appended to ``serving`` for
-    the caller to close (closed here when ``serving`` is None).
-    """
-    import torch
-    from tqdm import tqdm
-
-    from data.readers.imageio import collect_ground_truth_problems
-    from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
-    from recon.errors import InputError
-    from recon.infer.outputs import RunFolder, RunOutputs
-    from recon.infer.pointmap import StreamingPointMap
-    from recon.infer.rerun_logger import RerunLogger, RerunOptions
-    from recon.infer.runner import StreamRunner
-    from recon.infer.scoring import GroundTruthScorer
-    from recon.infer.sources import (
-        FrameStream,
-        WebcamSequence,
-        check_intrinsics,
-        check_source_intrinsics,
-        intrinsics_label,
-        parse_intrinsics,
-    )
-
-    device = resolve_device(args.device)
-    if args.threads < 1:
-        raise InputError(f"--threads: expected >= 1, got {args.threads}")
-    use_source_K = args.intrinsics == "source"
-    known_K = None if use_source_K else parse_intrinsics(args.intrinsics)
-    check_source_intrinsics(source, use_source_K)
-    if known_K is not None and not isinstance(source, WebcamSequence) and len(source):
-        with collect_ground_truth_problems():  # only the image size matters here
-            h, w = source[0].image.shape[:2]
-        check_intrinsics(known_K, w, h, f"--intrinsics {args.intrinsics}")
-    point_map = StreamingPointMap(args.voxel_size, args.max_points, args.conf_quantile)
-    for problem in getattr(source, "meta", {}).get("ground_truth_problems", []):
-        print(f"warning: {problem}; running without it", file=sys.stderr)
-    overwrite = getattr(args, "overwrite", False) if overwrite is None else overwrite
-    rerun = RerunOptions(viewer=args.rerun, save=args.rrd, url=args.rerun_url, web_port=args.web_port,
-                         grpc_port=args.rerun_port, memory_limit=args.rerun_memory_limit)
-    rerun.check()
-    with RunFolder(out_dir, overwrite=overwrite, save_depth=args.save_depth, extra_files=(args.rrd,)):
-        torch.set_num_threads(args.threads)
-        checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-        model = load_model(checkpoint, device)
-        stream = FrameStream(
-            source,
-            tuple(model.cfg.image_size),
-            args.resize,
-            args.stride,
-            args.max_frames,
-            known_K=known_K,
-            use_source_K=use_source_K,
-            lenient_ground_truth=True,
-        )
-        outputs = RunOutputs(out_dir, point_map, save_depth=args.save_depth)
-        logger = RerunLogger(rerun, name=source.name) if rerun.enabled else None
-        if logger is not None and serving is not None:
-            serving.append(logger)
-        settings = {
-            "source": str(getattr(source, "root", source.name)),
-            "format": source.format,
-            "checkpoint": str(checkpoint),
-            "device": str(device),
-            "stride": args.stride,
-            "max_frames": args.max_frames,
-            "resize": args.resize,
-            "image_size": list(model.cfg.image_size),
-            "intrinsics": intrinsics_label(source, args.intrinsics),
-            "rrd": args.rrd,
-            "ground_truth_problems": list(getattr(source, "meta", {}).get("ground_truth_problems", [])),
-            **(extra_settings or {}),
-        }
-        runner = StreamRunner(model, outputs, logger, device, settings, scorer=GroundTruthScorer())
-        try:
-            with tqdm(total=len(stream) or None, unit="frame", disable=args.quiet, dynamic_ncols=True) as bar:
-                return runner.run(stream, progress=bar)
-        finally:
-            if logger is not None and serving is None:
-                logger.close()
-
-
 def print_summary(summary: dict, out_dir: str | Path) -> None:
     print(
         f"{summary['status']}: {summary['frames']} frames at {summary['fps']:.1f} frames/s "
@@ -272,12 +160,15 @@ def pose_line(p: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from recon.infer.scoring import GroundTruthScorer
+    from recon.infer.session import RunOptions, run_source
     from recon.infer.sources import open_source
 
     source = open_source(args.source, args.format, args.fov)
     serving: list = []
     try:
-        summary = stream_source(source, args, args.out, serving=serving)
+        summary = run_source(source, RunOptions.from_args(args), args.out, scorer=GroundTruthScorer(),
+                             serving=serving)
         print_summary(summary, args.out)
         if summary["status"] == "interrupted":
             return 130

@@ -20,7 +20,6 @@ errors, a fixed-size pixel sample) and afterwards:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from recon.eval.pose_metrics import (
 from recon.eval.protocols import FULL, Protocol
 from recon.infer.scoring import FrameRecords, GroundTruthScorer
 from recon.infer.sources import FrameStream
+from recon.infer.stream import StreamSession
 from recon.trajectory import TumWriter
 
 
@@ -251,7 +251,6 @@ def evaluate_records(rec: FrameRecords, protocol: Protocol, name: str = "sequenc
     return result
 
 
-@torch.inference_mode()
 def stream_records(
     model,
     sequence: Sequence,
@@ -271,10 +270,10 @@ def stream_records(
         progress: called with 1 after every frame.
 
     Returns:
-        (records, timing {fps, latency_ms_median, latency_ms_p95} of the model step alone: frame
-        decoding / rendering and scoring are not counted).
+        (records, timing {fps, latency_ms_median, latency_ms_p95} of the model step and the copy of
+        its outputs (``FramePrediction.latency_ms``): frame decoding / rendering and scoring are not
+        counted).
     """
-    device = torch.device(device)
     stream = FrameStream(sequence, tuple(model.cfg.image_size), protocol.resize,
                          use_source_K=protocol.intrinsics == "source")
     scorer = GroundTruthScorer(
@@ -284,24 +283,13 @@ def stream_records(
         protocol.depth.max_depth,
     )
     writer = TumWriter(trajectory_path) if trajectory_path is not None else None
-    state = model.init_state(1, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     latencies = []
     try:
-        for raw in stream.source_frames():
-            frame = stream.fit(raw)
-            t0 = time.perf_counter()
-            x = torch.from_numpy(frame.image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
-            K = None if frame.K is None else torch.as_tensor(frame.K, dtype=torch.float32, device=device)
-            K = None if K is None else K[None]
-            with autocast:
-                out, state = model.step(x, state, K=K)
-            out = {k: v[0].float().cpu().numpy() for k, v in out.items() if torch.is_tensor(v)}
-            latencies.append((time.perf_counter() - t0) * 1000.0)
-            gt_K = None if raw.K is None else stream.plan.intrinsics(raw.K)
-            scorer.update(frame, out, gt_K=gt_K)
+        for pred in StreamSession(model, device).run(stream):
+            latencies.append(pred.latency_ms)
+            scorer.update(pred)
             if writer is not None:
-                writer.write(frame.timestamp, out["cam2world"])
+                writer.write(pred.timestamp, pred.cam2world)
             if progress is not None:
                 progress(1)
     finally:

@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 
 from recon.errors import InputError
 from recon.files import LineWriter, atomic_write, write_json
+from recon.infer.frames import FramePrediction
 from recon.infer.pointmap import StreamingPointMap
 from recon.trajectory import TumWriter
 
@@ -320,37 +321,28 @@ class RunOutputs:
         self.map_frames = 0  # frames in the map.ply on disk
         self.map_points = 0  # points in the map.ply on disk
 
-    def write_frame(
-        self,
-        index: int,
-        timestamp: float,
-        image: np.ndarray,
-        depth: np.ndarray,
-        conf: np.ndarray,
-        K: np.ndarray,
-        cam2world: np.ndarray,
-        world_points: np.ndarray,
-        to_map: bool = True,
-    ) -> bool:
-        """Record one finished frame (numpy arrays at model resolution).
+    def write_frame(self, pred: FramePrediction, to_map: bool = True) -> bool:
+        """Record one finished frame (the stream loop's prediction, model resolution).
 
         Args:
+            pred: the frame's prediction (image, depth, confidence, K, cam2world, world points).
             to_map: fuse its points into the map (False for frames without usable texture).
 
         Returns:
             True when map.ply was rewritten after this frame.
         """
+        index, timestamp, K = pred.index, pred.timestamp, pred.K
         if to_map:
-            self.map.add(world_points, image, conf, depth=depth)
+            self.map.add(pred.world_points, pred.image, pred.conf, depth=pred.depth)
         if self.save_depth:
-            for sub, arr in (("depth", depth), ("conf", conf)):
+            for sub, arr in (("depth", pred.depth), ("conf", pred.conf)):
                 atomic_write(
                     self.dir / sub / f"{index:06d}.npy", lambda p, a=arr: np.save(p, a.astype(np.float32))
                 )
         self.intrinsics.write(
             f"{index} {timestamp:.6f} {K[0, 0]:.6f} {K[1, 1]:.6f} {K[0, 2]:.6f} {K[1, 2]:.6f}"
         )
-        self.trajectory.write(timestamp, cam2world)
+        self.trajectory.write(timestamp, pred.cam2world)
         self.frames_written += 1
         if map_save_due(self.frames_written, self.map_save_every):
             self.save_map()

@@ -38,6 +38,7 @@ import rerun as rr
 import rerun.blueprint as rrb
 
 from recon.errors import InputError
+from recon.infer.frames import FramePrediction
 
 VIEWER_MODES = ("off", "spawn", "serve", "connect")
 DEFAULT_GRPC_PORT = 9876
@@ -224,22 +225,14 @@ class RerunLogger:
         """True while a "serve" logger still hosts its recording."""
         return self._open and self.options.viewer == "serve"
 
-    def log_frame(
-        self,
-        index: int,
-        image: np.ndarray,
-        depth: np.ndarray,
-        conf: np.ndarray,
-        K: np.ndarray,
-        cam2world: np.ndarray,
-        world_points: np.ndarray,
-        metrics: dict[str, float],
-    ) -> None:
-        """Log one frame. Arrays are numpy: image [H,W,3] uint8, depth/conf [H,W], K [3,3],
-        cam2world [4,4] (OpenCV camera), world_points [H,W,3].
+    def log_frame(self, pred: FramePrediction, metrics: dict[str, float]) -> None:
+        """Log one frame's prediction (numpy, model resolution; OpenCV camera, cam2world) and the
+        run's ``metrics`` (scalars under ``metrics/``).
 
         The depth and confidence colormap ranges are fixed by the first frame (:func:`image_range`;
         confidence from 1, its floor), so colours compare across frames."""
+        index, image, depth, conf = pred.index, pred.image, pred.depth, pred.conf
+        K, cam2world, world_points = pred.K, pred.cam2world, pred.world_points
         rec = self.rec
         rec.set_time("frame", sequence=index)
         h, w = depth.shape

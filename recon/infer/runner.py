@@ -1,9 +1,10 @@
-"""The streaming loop: frames in, one ``model.step`` per frame, outputs out.
+"""A `recon run` over frames: the stream loop's predictions written out, logged and scored.
 
-Frames come from a source (video file, image folder, webcam; see ``recon.infer.sources``), are
-resized / cropped to the model resolution with the intrinsics adjusted (``recon.infer.preprocess``),
-go through ``model.step(frame, state, K=...)`` with a fixed-size state, and every finished frame is
-written (trajectory, intrinsics, point map, optional depth) and optionally logged to Rerun.
+Frames come from a source (video file, image folder, webcam; see ``recon.infer.sources``), fitted
+to the model resolution with the intrinsics adjusted (``recon.infer.preprocess``), go through the one stream
+loop (``recon.infer.stream.StreamSession``: one ``model.step`` per frame, fixed-size state), and
+every finished frame's :class:`~recon.infer.frames.FramePrediction` is written (trajectory,
+intrinsics, point map, optional depth), optionally logged to Rerun and scored.
 
 Ctrl-C / SIGTERM stop the loop at the next frame boundary: the outputs then hold every finished
 frame and summary.json says "interrupted". summary.json is also rewritten while frames finish (at
@@ -24,38 +25,16 @@ import signal
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
 import torch
 
+from recon.infer.frames import SourceFrame
 from recon.infer.outputs import RunOutputs
 from recon.infer.rerun_logger import RerunLogger
-
-
-@dataclass
-class SourceFrame:
-    """A frame as it leaves a source and the preprocessing: the model's input.
-
-    Attributes:
-        index: frame number in the source (after stride).
-        timestamp: seconds.
-        image: [H, W, 3] uint8 RGB at model resolution.
-        K: [3, 3] known intrinsics at model resolution (pixels), or None to let the model predict.
-        gt_depth: optional [H, W] ground-truth depth at model resolution (metres, 0 = invalid).
-        gt_cam2world: optional [4, 4] ground-truth pose (dataset world, OpenCV camera).
-        gt_problem: why the frame's ground truth could not be read (the frame is kept without it).
-    """
-
-    index: int
-    timestamp: float
-    image: np.ndarray
-    K: np.ndarray | None = None
-    gt_depth: np.ndarray | None = None
-    gt_cam2world: np.ndarray | None = None
-    gt_problem: str | None = None
-
+from recon.infer.stream import StreamSession
 
 # A frame whose every channel varies by less than this (standard deviation over the pixels, 0..255)
 # carries no texture to reconstruct: a black, blank or flat frame.
@@ -192,19 +171,6 @@ class StreamRunner:
                   file=sys.stderr)
         return False
 
-    @torch.inference_mode()
-    def _step(self, frame: SourceFrame, state):
-        x = torch.from_numpy(frame.image).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
-        K = (
-            None
-            if frame.K is None
-            else torch.as_tensor(frame.K, dtype=torch.float32, device=self.device)[None]
-        )
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with autocast:
-            out, state = self.model.step(x, state, K=K)
-        return {k: v[0].float().cpu().numpy() for k, v in out.items() if torch.is_tensor(v)}, state
-
     def run(self, frames: Iterable[SourceFrame], progress=None) -> dict:
         """Process every frame; returns the summary (also written to summary.json).
 
@@ -212,7 +178,7 @@ class StreamRunner:
             frames: the preprocessed frames, in order.
             progress: optional tqdm-like object with ``update(n)`` and ``set_postfix``.
         """
-        state = self.model.init_state(1, device=self.device)
+        session = StreamSession(self.model, self.device)
         status = "running"
         self.outputs.write_summary(self._summary(status, final=False))
         last_summary = time.monotonic()
@@ -221,27 +187,16 @@ class StreamRunner:
             with _StopFlag() as stop:
                 for frame in frames:
                     to_map = self._check_frame(frame)
-                    t0 = time.perf_counter()
-                    out, state = self._step(frame, state)
-                    latency = (time.perf_counter() - t0) * 1000.0
-                    fallbacks = int(state.poses.fallbacks.sum())
-                    if fallbacks > self.pose_fallbacks:
+                    pred = session.step(frame)
+                    latency = pred.latency_ms
+                    if pred.pose_fallbacks > self.pose_fallbacks:
                         print(f"warning: frame {frame.index}: no finite relative pose in the window; "
-                              f"kept the previous pose ({fallbacks} such frames so far)", file=sys.stderr)
-                        self.pose_fallbacks = fallbacks
-                    map_saved = self.outputs.write_frame(
-                        frame.index,
-                        frame.timestamp,
-                        frame.image,
-                        out["depth"],
-                        out["depth_conf"],
-                        out["K"],
-                        out["cam2world"],
-                        out["world_points"],
-                        to_map=to_map,
-                    )
+                              f"kept the previous pose ({pred.pose_fallbacks} such frames so far)",
+                              file=sys.stderr)
+                        self.pose_fallbacks = pred.pose_fallbacks
+                    map_saved = self.outputs.write_frame(pred, to_map=to_map)
                     if self.scorer is not None:
-                        self.scorer.update(frame, out)
+                        self.scorer.update(pred)
                     rss = self._process.memory_info().rss / 2**20
                     self.stats.latencies_ms.append(latency)
                     self.stats.rss_mb.append(rss)
@@ -250,16 +205,8 @@ class StreamRunner:
                         self.outputs.write_summary(self._summary(status, final=False))
                         last_summary = time.monotonic()
                     if self.logger is not None:
-                        self.logger.log_frame(
-                            frame.index,
-                            frame.image,
-                            out["depth"],
-                            out["depth_conf"],
-                            out["K"],
-                            out["cam2world"],
-                            out["world_points"],
-                            {"fps": 1000.0 / latency, "latency_ms": latency, "rss_mb": rss},
-                        )
+                        metrics = {"fps": 1000.0 / latency, "latency_ms": latency, "rss_mb": rss}
+                        self.logger.log_frame(pred, metrics)
                         if map_every and self.outputs.frames_written % map_every == 0:
                             cloud = self.outputs.map.cloud()
                             self.logger.log_map(
@@ -293,10 +240,3 @@ class StreamRunner:
             self.outputs.write_summary(summary)
         return summary
 
-
-def settings_dict(obj) -> dict:
-    """A JSON-friendly view of a dataclass of options."""
-    return {
-        k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list, dict)) else v)
-        for k, v in asdict(obj).items()
-    }

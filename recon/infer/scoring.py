@@ -18,7 +18,7 @@ from recon.errors import InputError
 from recon.eval.depth_metrics import depth_metrics
 from recon.eval.pose_metrics import ate_vs_static, pose_baselines, pose_metrics
 from recon.geometry import transform_points, unproject_depth
-from recon.infer.runner import SourceFrame
+from recon.infer.frames import FramePrediction, SourceFrame
 
 
 @dataclass
@@ -68,7 +68,7 @@ class GroundTruthScorer:
         depth_samples: valid pixels per frame to keep (0 = none); every valid pixel when a frame
             has fewer, a uniform sample without replacement (fixed seed) otherwise.
         point_samples: of those, how many also keep predicted and ground-truth world points
-            (needs ``gt_K`` in :meth:`update`).
+            (needs the frame's ``gt_K``).
         min_depth, max_depth: valid ground-truth depth range in metres (None = no cap).
         seed: seed of the pixel sampling.
     """
@@ -100,55 +100,53 @@ class GroundTruthScorer:
             return np.nan, np.nan, 0, np.nan
         return m.abs_rel, m.delta1, m.num_pixels, m.scale
 
-    def _samples(self, frame: SourceFrame, out: dict[str, np.ndarray], gt_K: np.ndarray | None) -> None:
+    def _samples(self, pred: FramePrediction) -> None:
+        frame = pred.frame
         S, P = self.depth_samples, self.point_samples
         pred_s, gt_s = np.zeros(S, np.float32), np.zeros(S, np.float32)
         pred_p, gt_p = np.zeros((P, 3), np.float32), np.zeros((P, 3), np.float32)
         point_ok = np.zeros(P, bool)
         gt = frame.gt_depth
         if gt is not None:
-            pred = out["depth"]
+            depth = pred.depth
             upper = np.inf if self.max_depth is None else self.max_depth
-            valid = np.isfinite(gt) & (gt > self.min_depth) & (gt < upper) & np.isfinite(pred) & (pred > 0)
+            valid = np.isfinite(gt) & (gt > self.min_depth) & (gt < upper) & np.isfinite(depth) & (depth > 0)
             flat = np.flatnonzero(valid)
             if len(flat) > S:
                 flat = np.sort(self._rng.choice(flat, S, replace=False))
-            pred_s[: len(flat)], gt_s[: len(flat)] = pred.reshape(-1)[flat], gt.reshape(-1)[flat]
+            pred_s[: len(flat)], gt_s[: len(flat)] = depth.reshape(-1)[flat], gt.reshape(-1)[flat]
             pose = frame.gt_cam2world
+            gt_K = frame.gt_K
             if P and gt_K is not None and pose is not None and np.isfinite(pose).all():
                 take = flat[:P]
                 depth64 = torch.from_numpy(gt.astype(np.float64))
                 cam = unproject_depth(depth64, torch.as_tensor(gt_K, dtype=torch.float64))
                 world = transform_points(torch.as_tensor(pose, dtype=torch.float64), cam.reshape(-1, 3)[take])
                 gt_p[: len(take)] = world.numpy()
-                pred_p[: len(take)] = out["world_points"].reshape(-1, 3)[take]
+                pred_p[: len(take)] = pred.world_points.reshape(-1, 3)[take]
                 point_ok[: len(take)] = np.isfinite(pred_p[: len(take)]).all(axis=1)
         for key, value in (("pred_samples", pred_s), ("gt_samples", gt_s), ("pred_points", pred_p),
                            ("gt_points", gt_p), ("point_valid", point_ok)):
             self._rows[key].append(value)
 
-    def update(self, frame: SourceFrame, out: dict[str, np.ndarray], gt_K: np.ndarray | None = None) -> None:
-        """Score one frame's outputs (numpy, model resolution) against ``frame``'s ground truth.
-
-        Args:
-            frame: the model input with its ground truth (depth at model resolution, pose).
-            out: the model's outputs for this frame (``depth`` [H, W], ``cam2world`` [4, 4],
-                ``world_points`` [H, W, 3]).
-            gt_K: [3, 3] ground-truth intrinsics at model resolution (for ground-truth points).
+    def update(self, pred: FramePrediction) -> None:
+        """Score one frame's prediction (numpy, model resolution) against its frame's ground truth
+        (``pred.frame``: depth at model resolution, pose, and ``gt_K`` for ground-truth points).
         """
-        abs_rel, delta1, pixels, scale = self._depth_row(frame, out["depth"])
+        frame = pred.frame
+        abs_rel, delta1, pixels, scale = self._depth_row(frame, pred.depth)
         gt_pose = frame.gt_cam2world
         if gt_pose is None or not np.isfinite(gt_pose).all():
             gt_pose = np.full((4, 4), np.nan)
         rows = self._rows
         rows["index"].append(frame.index)
         rows["timestamp"].append(frame.timestamp)
-        rows["est_cam2world"].append(np.asarray(out["cam2world"], np.float64))
+        rows["est_cam2world"].append(np.asarray(pred.cam2world, np.float64))
         rows["gt_cam2world"].append(np.asarray(gt_pose, np.float64))
         for key, value in (("abs_rel", abs_rel), ("delta1", delta1), ("depth_pixels", pixels),
                            ("depth_scale", scale)):
             rows[key].append(value)
-        self._samples(frame, out, gt_K)
+        self._samples(pred)
 
     def records(self) -> FrameRecords:
         """The per-frame records so far as arrays."""

@@ -18,8 +18,8 @@ import numpy as np
 from data.readers.imageio import collect_ground_truth_problems
 from data.schema import Frame, Sequence
 from recon.errors import InputError
+from recon.infer.frames import SourceFrame
 from recon.infer.preprocess import FitPlan, plan_fit
-from recon.infer.runner import SourceFrame
 
 
 def parse_intrinsics(text: str | None) -> np.ndarray | None:
@@ -244,6 +244,7 @@ class FrameStream:
             gt_depth=None if frame.depth is None else self.plan.depth(frame.depth),
             gt_cam2world=frame.cam2world,
             gt_problem=self._gt_problems.pop(frame.index, None),
+            gt_K=None if frame.K is None else self.plan.intrinsics(frame.K),
         )
 
     def __iter__(self) -> Iterator[SourceFrame]:

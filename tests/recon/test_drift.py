@@ -1,6 +1,8 @@
 """Drift evaluation: hand-computed drift rates, prefix metrics vs the metric functions on truncated
 arrays, the per-frame records of the scorer, an oracle model streamed end to end, bad input."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ from recon.eval.drift import (
 )
 from recon.eval.pose_metrics import pose_baselines, pose_metrics
 from recon.eval.protocols import load_protocol, select_frames
-from recon.infer.runner import SourceFrame
+from recon.infer.frames import FramePrediction, SourceFrame
 from recon.infer.scoring import GroundTruthScorer
 from recon.trajectory import read_tum
 
@@ -177,10 +179,10 @@ def _score(pred, gt, samples: int, points: int = 0, K=None, poses=None) -> Groun
     for i in range(len(gt)):
         pose = _gt_poses(len(gt))[i] if poses is None else poses[i]
         image = np.zeros((*gt.shape[1:], 3), np.uint8)
-        frame = SourceFrame(i, i / 30.0, image, gt_depth=gt[i], gt_cam2world=pose)
+        frame = SourceFrame(i, i / 30.0, image, gt_depth=gt[i], gt_cam2world=pose, gt_K=K)
         wp = np.zeros((*gt.shape[1:], 3), np.float32)
         est = pose if np.isfinite(pose).all() else np.eye(4)
-        scorer.update(frame, {"depth": pred[i], "cam2world": est, "world_points": wp}, gt_K=K)
+        scorer.update(FramePrediction(frame, pred[i], np.ones_like(pred[i]), np.eye(3), est, wp))
     return scorer
 
 
@@ -242,10 +244,14 @@ class OracleModel:
         self.seq = seq
 
     def init_state(self, batch_size, device="cpu"):
-        return {"t": 0}
+        return self._state(0)
+
+    @staticmethod
+    def _state(t: int):  # what the stream loop reads of a StreamState: the pose-fallback count
+        return SimpleNamespace(t=t, poses=SimpleNamespace(fallbacks=torch.zeros(1, dtype=torch.long)))
 
     def step(self, x, state, K=None):
-        t = state["t"]
+        t = state.t
         f = self.seq[t]
         depth = torch.from_numpy(f.depth.astype(np.float64))
         fx, fy, cx, cy = f.K[0, 0], f.K[1, 1], f.K[0, 2], f.K[1, 2]
@@ -257,8 +263,10 @@ class OracleModel:
             "depth": torch.from_numpy(2.0 * f.depth + (f.depth <= 0))[None].float(),
             "cam2world": torch.from_numpy(self.poses[t])[None].float(),
             "world_points": torch.from_numpy(model_world)[None].float(),
+            "depth_conf": torch.ones(1, *f.depth.shape),
+            "K": torch.from_numpy(f.K)[None].float(),
         }
-        return out, {"t": t + 1}
+        return out, self._state(t + 1)
 
 
 def test_oracle_model_streamed_end_to_end(tmp_path):

@@ -291,9 +291,10 @@ def test_sigkill_leaves_a_summary_that_reads_interrupted_and_a_valid_map(
 def test_summary_is_rewritten_while_frames_finish(tmp_path, small_checkpoint, image_folder):
     """In-process: every frame that rewrites the map also rewrites the summary."""
     from recon.checkpoint import load_model
+    from recon.infer.frames import SourceFrame
     from recon.infer.outputs import RunOutputs
     from recon.infer.pointmap import StreamingPointMap
-    from recon.infer.runner import SourceFrame, StreamRunner
+    from recon.infer.runner import StreamRunner
 
     model = load_model(small_checkpoint)
     seen = []

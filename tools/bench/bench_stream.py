@@ -1,9 +1,11 @@
 """Benchmark: streaming latency and memory over long videos, per memory type, side by side.
 
-Streams N frames (default 10,000) through ``model.step`` for each memory type (``none``, ``gla``,
+Streams N frames (default 10,000) through the stream loop (``recon.infer.stream.StreamSession``, the
+one ``recon run`` and ``recon eval`` use) for each memory type (``none``, ``gla``,
 ``elastic``, ``ttt``, and the growing-cache baseline ``causal_attention``), each type in its own
-fresh process so resident memory is not shared. Per frame it records the step latency; every 100
-frames the resident set size (RSS). A run stops early when it passes ``--time-budget-s`` or
+fresh process so resident memory is not shared. Per frame it records the step latency (the model
+step plus the copy of its outputs to the host: ``FramePrediction.latency_ms``); every 100 frames the
+resident set size (RSS). A run stops early when it passes ``--time-budget-s`` or
 ``--rss-limit-mb`` (the baseline does: its cache and its per-frame cost grow with every frame); the
 frame where it stopped and why are recorded.
 
@@ -13,8 +15,8 @@ Reported per type (quality bars in the design docs):
 - RSS growth from frame 1,000 to frame 10,000 in MB (target <= 50 MB) and peak RSS;
 - frames/s of the streaming step (median latency of frames 100-200).
 
-Outputs are computed and dropped (a real run streams them to disk); inputs are a textured pattern
-sliding across the frame, generated on the fly.
+Outputs are copied to the host and dropped (a real run streams them to disk); inputs are a random
+uint8 pattern sliding across the frame, generated on the fly.
 
 Usage:
     .venv/bin/python tools/bench/bench_stream.py --out bench_stream.json                 # full
@@ -36,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
-from tools.bench.common import markdown_table, synchronize, write_json  # noqa: E402
+from tools.bench.common import markdown_table, write_json  # noqa: E402
 
 ALL_TYPES = ("none", "gla", "elastic", "ttt", "causal_attention")
 
@@ -49,8 +51,11 @@ def _rss_mb() -> float:
 
 def worker(args: argparse.Namespace) -> dict:
     """Stream frames through one model in this process; return the measurements."""
+    import numpy as np
     import torch
 
+    from recon.infer.frames import SourceFrame
+    from recon.infer.stream import StreamSession
     from recon.model import build_model, load_model_config
 
     torch.set_num_threads(args.threads)
@@ -59,30 +64,25 @@ def worker(args: argparse.Namespace) -> dict:
     cfg = load_model_config(args.config, memory={"type": args.worker})
     model = build_model(cfg).to(device).eval()
     H, W = cfg.image_size
-    g = torch.Generator().manual_seed(0)
-    base = torch.rand(1, 3, H, 4 * W, generator=g).to(device)
-    state = model.init_state(1, device=device)
+    base = np.random.default_rng(0).integers(0, 256, (H, 4 * W, 3), dtype=np.uint8)
+    frames = (SourceFrame(t, t / 30.0, np.ascontiguousarray(base[:, t % (3 * W):t % (3 * W) + W]))
+              for t in range(args.frames))
+    session = StreamSession(model, device)
     latencies, cpu, rss, stop_reason = [], [], {}, "completed"
     start = time.perf_counter()
-    with torch.inference_mode():
-        for t in range(args.frames):
-            shift = t % (3 * W)
-            frame = base[..., shift:shift + W]
-            t0, c0 = time.perf_counter(), time.thread_time()
-            out, state = model.step(frame, state)
-            synchronize(device)
-            latencies.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
-            del out
-            n = t + 1
-            if n % 100 == 0 or n == 1:
-                rss[n] = _rss_mb()
-                if rss[n] > args.rss_limit_mb:
-                    stop_reason = f"RSS {rss[n]:.0f} MB > limit {args.rss_limit_mb} MB"
-                    break
-                if time.perf_counter() - start > args.time_budget_s:
-                    stop_reason = f"time budget {args.time_budget_s:.0f} s used"
-                    break
+    for pred in session.run(frames):
+        latencies.append(pred.latency_ms / 1000.0)
+        cpu.append(pred.cpu_ms / 1000.0)
+        n = len(latencies)
+        if n % 100 == 0 or n == 1:
+            rss[n] = _rss_mb()
+            if rss[n] > args.rss_limit_mb:
+                stop_reason = f"RSS {rss[n]:.0f} MB > limit {args.rss_limit_mb} MB"
+                break
+            if time.perf_counter() - start > args.time_budget_s:
+                stop_reason = f"time budget {args.time_budget_s:.0f} s used"
+                break
+    state = session.state
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
     return {"type": args.worker, "frames": len(latencies), "threads": args.threads, "device": args.device,
             "stop_reason": stop_reason,

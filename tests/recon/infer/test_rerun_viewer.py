@@ -16,6 +16,7 @@ import pytest
 from rerun.chunk import RrdReader
 
 from recon.errors import InputError
+from recon.infer.frames import FramePrediction, SourceFrame
 from recon.infer.rerun_logger import (
     TRAJECTORY_SEGMENT,
     RerunLogger,
@@ -50,7 +51,8 @@ def _log(logger: RerunLogger, frames: int) -> list[np.ndarray]:
     centres = []
     for i in range(frames):
         img, depth, conf, K, c2w, pts = _frame(i)
-        logger.log_frame(i, img, depth, conf, K, c2w, pts, {"fps": 30.0})
+        pred = FramePrediction(SourceFrame(i, i / 30.0, img), depth, conf, K, c2w, pts)
+        logger.log_frame(pred, {"fps": 30.0})
         centres.append(c2w[:3, 3])
     logger.log_map(frames - 1, np.zeros((10, 3), np.float32), np.zeros((10, 3), np.uint8))
     return centres
