@@ -1,9 +1,8 @@
 """Clip-consistent geometry and colour augmentation (one set of parameters for every frame of a clip).
 
-Geometry: a crop box in source pixels, then a resize to the model resolution; intrinsics follow
-through ``recon.geometry.crop_intrinsics`` / ``resize_intrinsics`` (pixel centres at integers).
-Images are resized bilinearly with antialiasing; depth and dynamic masks with nearest-exact
-sampling, so no depth is invented across object boundaries. Colour: kornia's brightness,
+Geometry: a random crop box in source pixels (:func:`random_crop_box`), fitted to the model
+resolution by the one frame fit, ``data.fit.FrameFit`` (the same crop-then-resize that validation
+and inference use, K and depth following exactly). Colour: kornia's brightness,
 contrast, saturation and hue adjustments with factors drawn once per clip.
 
 All randomness comes from a ``numpy.random.Generator`` the caller passes in (the clip sampler
@@ -18,10 +17,9 @@ from dataclasses import dataclass
 import kornia.enhance as KE
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from data.fit import center_crop_box
 from recon.errors import ConfigError
-from recon.geometry import crop_intrinsics, resize_intrinsics
 
 
 @dataclass
@@ -65,15 +63,6 @@ class ClipAugment:
             raise ConfigError(f"augment.color_prob: expected in [0, 1], got {self.color_prob}")
 
 
-def center_crop_box(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The largest centred box of the output's aspect ratio: (x0, y0, w, h) in source pixels."""
-    H0, W0 = src_hw
-    H, W = out_hw
-    w = min(W0, max(1, round(H0 * W / H)))
-    h = min(H0, max(1, round(W0 * H / W)))
-    return (W0 - w) // 2, (H0 - h) // 2, w, h
-
-
 def random_crop_box(
     rng: np.random.Generator, src_hw: tuple[int, int], out_hw: tuple[int, int], aug: ClipAugment
 ) -> tuple[int, int, int, int]:
@@ -91,42 +80,6 @@ def random_crop_box(
     x0 = int(rng.integers(0, W0 - w + 1))
     y0 = int(rng.integers(0, H0 - h + 1))
     return x0, y0, w, h
-
-
-def crop_resize_clip(
-    video: torch.Tensor,
-    depth: torch.Tensor,
-    mask: torch.Tensor,
-    K: torch.Tensor,
-    box: tuple[int, int, int, int],
-    out_hw: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Crop every frame of a clip to ``box`` and resize it to ``out_hw``; update K to match.
-
-    Args:
-        video: [T, 3, H0, W0] float in [0, 1].
-        depth: [T, H0, W0] float metres (0 = invalid).
-        mask: [T, H0, W0] bool (dynamic pixels).
-        K: [T, 3, 3] intrinsics of the source frames (pixels).
-        box: (x0, y0, w, h) integer crop in source pixels.
-        out_hw: (H, W) output size.
-
-    Returns:
-        video [T, 3, H, W], depth [T, H, W], mask [T, H, W], K [T, 3, 3] of the output frames
-        (a source pixel (u, v) lands at ((u - x0 + 0.5) W / w - 0.5, (v - y0 + 0.5) H / h - 0.5)).
-    """
-    x0, y0, w, h = box
-    H, W = out_hw
-    video = video[..., y0 : y0 + h, x0 : x0 + w]
-    depth = depth[..., y0 : y0 + h, x0 : x0 + w]
-    mask = mask[..., y0 : y0 + h, x0 : x0 + w]
-    K = resize_intrinsics(crop_intrinsics(K, float(x0), float(y0)), W / w, H / h)
-    if (h, w) != (H, W):
-        video = F.interpolate(video, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
-        video = video.clamp(0.0, 1.0)
-        depth = F.interpolate(depth[:, None], size=(H, W), mode="nearest-exact")[:, 0]
-        mask = F.interpolate(mask[:, None].to(torch.uint8), size=(H, W), mode="nearest-exact")[:, 0].bool()
-    return video.contiguous(), depth.contiguous(), mask.contiguous(), K
 
 
 def color_jitter_clip(video: torch.Tensor, rng: np.random.Generator, aug: ClipAugment) -> torch.Tensor:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.augment import ClipAugment, center_crop_box, color_jitter_clip, crop_resize_clip, random_crop_box
+from data.augment import ClipAugment, color_jitter_clip, random_crop_box
+from data.fit import FrameFit
 from data.schema import Frame, Sequence
 from recon.errors import ConfigError, ShapeError
 
@@ -144,11 +145,11 @@ class ClipDataset(Dataset):
         frames = [seq[i] for i in ids]
         video, depth, mask, K, cam2world = _stack_frames(frames, seq.name)
         src_hw = tuple(video.shape[-2:])
-        if self.augment is not None:
-            box = random_crop_box(rng, src_hw, self.size, self.augment)
+        if self.augment is not None:  # training: a random box; validation: the centred box inference uses
+            fit = FrameFit(src_hw, tuple(self.size), random_crop_box(rng, src_hw, self.size, self.augment))
         else:
-            box = center_crop_box(src_hw, self.size)
-        video, depth, mask, K = crop_resize_clip(video, depth, mask, K, box, self.size)
+            fit = FrameFit.plan(src_hw, tuple(self.size), "crop")
+        video, depth, mask, K = fit.clip(video, depth, mask, K)
         if self.augment is not None:
             video = color_jitter_clip(video, rng, self.augment)
         return {

@@ -1,8 +1,8 @@
 """A `recon run` over frames: the stream loop's predictions written out, logged and scored.
 
 Frames come from a source (video file, image folder, webcam; see ``recon.infer.sources``), fitted
-to the model resolution with the intrinsics adjusted (``recon.infer.preprocess``), go through the one stream
-loop (``recon.infer.stream.StreamSession``: one ``model.step`` per frame, fixed-size state), and
+to the model resolution with the intrinsics adjusted (``data.fit.FrameFit``), go through the one
+stream loop (``recon.infer.stream.StreamSession``: one ``model.step`` per frame, fixed-size state), and
 every finished frame's :class:`~recon.infer.frames.FramePrediction` is written (trajectory,
 intrinsics, point map, optional depth), optionally logged to Rerun and scored.
 
@@ -175,7 +175,7 @@ class StreamRunner:
         """Process every frame; returns the summary (also written to summary.json).
 
         Args:
-            frames: the preprocessed frames, in order.
+            frames: the fitted frames, in order.
             progress: optional tqdm-like object with ``update(n)`` and ``set_postfix``.
         """
         session = StreamSession(self.model, self.device)

@@ -2,7 +2,7 @@
 
 Files and folders go through ``data.load_sequence`` (so a TUM / ScanNet / synthetic folder brings
 its ground truth along); a webcam index (``0``, ``1``, ...) is read live with OpenCV. Every frame
-is fitted to the model resolution (``recon.infer.preprocess``) with K adjusted.
+is fitted to the model resolution (``data.fit.FrameFit``, the fit training uses) with K adjusted.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.fit import FrameFit
 from data.readers.imageio import collect_ground_truth_problems
 from data.schema import Frame, Sequence
 from recon.errors import InputError
 from recon.infer.frames import SourceFrame
-from recon.infer.preprocess import FitPlan, plan_fit
 
 
 def parse_intrinsics(text: str | None) -> np.ndarray | None:
@@ -190,7 +190,7 @@ class FrameStream:
     max_frames: int | None = None
     known_K: np.ndarray | None = None
     use_source_K: bool = False
-    plan: FitPlan | None = None
+    plan: FrameFit | None = None
     lenient_ground_truth: bool = False
     _gt_problems: dict[int, str] = field(default_factory=dict, init=False, repr=False)
 
@@ -232,7 +232,7 @@ class FrameStream:
             check_source_intrinsics(self.source, self.use_source_K)
             if self.known_K is not None:
                 check_intrinsics(self.known_K, frame.image.shape[1], frame.image.shape[0], "--intrinsics")
-            self.plan = plan_fit(frame.image.shape[:2], self.out_hw, self.policy)
+            self.plan = FrameFit.plan(frame.image.shape[:2], self.out_hw, self.policy)
         K = self.known_K if self.known_K is not None else (frame.K if self.use_source_K else None)
         if self.use_source_K and K is None:
             raise InputError(f"{self.source.name}: the source has no calibrated intrinsics to use")

@@ -8,8 +8,9 @@ import pytest
 import scipy.stats
 import torch
 
-from data.augment import ClipAugment, color_jitter_clip, crop_resize_clip, random_crop_box
+from data.augment import ClipAugment, color_jitter_clip, random_crop_box
 from data.clips import ClipDataset, DatasetMixture, collate_clips, make_loader
+from data.fit import FrameFit
 from data.schema import Frame, Sequence
 from data.synth import SynthConfig, synthetic_sequence
 from recon.errors import ConfigError
@@ -55,13 +56,11 @@ def test_batches_follow_the_clip_schema(synth_seqs):
 )
 def test_crop_resize_K_reprojects_points_where_the_pixels_went(box, out_hw):
     K = torch.tensor([[[60.0, 0.0, 31.2], [0.0, 58.0, 24.7], [0.0, 0.0, 1.0]]])
-    _, _, _, K2 = crop_resize_clip(
+    _, _, _, K2 = FrameFit((48, 64), out_hw, box).clip(
         torch.zeros(1, 3, 48, 64),
         torch.zeros(1, 48, 64),
         torch.zeros(1, 48, 64, dtype=torch.bool),
         K,
-        box,
-        out_hw,
     )
     pts = torch.rand(200, 3) * torch.tensor([4.0, 3.0, 3.0]) + torch.tensor([-2.0, -1.5, 1.0])
     uv = pts @ K[0].T
@@ -81,7 +80,8 @@ def test_downscale_by_three_keeps_exact_depth_and_geometry(synth_seqs):
     depth = torch.from_numpy(frame.depth)[None]
     K = torch.from_numpy(frame.K)[None].float()
     box = (2, 3, 60, 42)  # 3x downscale: output pixel centres fall exactly on source pixel centres
-    _, d2, _, K2 = crop_resize_clip(video, depth, torch.zeros_like(depth, dtype=torch.bool), K, box, (14, 20))
+    mask = torch.zeros_like(depth, dtype=torch.bool)
+    _, d2, _, K2 = FrameFit((48, 64), (14, 20), box).clip(video, depth, mask, K)
     v, u = torch.meshgrid(torch.arange(14), torch.arange(20), indexing="ij")
     torch.testing.assert_close(d2[0], depth[0, 3 + 3 * v + 1, 2 + 3 * u + 1], rtol=0, atol=0)
     T = torch.from_numpy(frame.cam2world).float()
