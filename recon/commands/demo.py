@@ -59,8 +59,8 @@ def _synthetic_video(out: Path, frames: int, seed: int, trajectory: str, dynamic
 def main(args: argparse.Namespace) -> int:
     from data import load_sequence
     from recon.checkpoint import DEFAULT_CHECKPOINT, read_config
+    from recon.eval.scoring import GroundTruthScorer
     from recon.infer.outputs import prepare_output_dir
-    from recon.infer.scoring import GroundTruthScorer
     from recon.infer.session import RunOptions, run_source
 
     out = prepare_output_dir(args.out)

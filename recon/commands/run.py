@@ -6,7 +6,7 @@ the run writes it, and a folder holding other files is refused unless ``--overwr
 only what the earlier run's manifest.json lists). With ground truth in the source, summary.json's
 ``accuracy`` holds depth and pose errors; the pose entry puts the model's ATE beside the
 static-camera and constant-velocity baselines and the Sim(3) scale
-(``recon.infer.scoring.GroundTruthScorer.result``). Ctrl-C or SIGTERM stop at the next frame boundary,
+(``recon.eval.scoring.GroundTruthScorer.result``). Ctrl-C or SIGTERM stop at the next frame boundary,
 leaving valid files for every finished frame (summary.json then says "interrupted").
 """
 
@@ -160,7 +160,7 @@ def pose_line(p: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from recon.infer.scoring import GroundTruthScorer
+    from recon.eval.scoring import GroundTruthScorer
     from recon.infer.session import RunOptions, run_source
     from recon.infer.sources import open_source
 

@@ -2,7 +2,7 @@
 
 The model is causal: its output for frame i depends only on frames 0..i, so one pass over a
 sequence gives exactly the outputs a separate run on every prefix of length L would give. The
-pass keeps per-frame records (``recon.infer.scoring.GroundTruthScorer``: a pose, per-frame depth
+pass keeps per-frame records (``recon.eval.scoring.GroundTruthScorer``: a pose, per-frame depth
 errors, a fixed-size pixel sample) and afterwards:
 
 - prefix metrics for every protocol length L: ATE / RPE (``pose_metrics``, Sim(3) fitted on the
@@ -40,7 +40,7 @@ from recon.eval.pose_metrics import (
     pose_metrics,
 )
 from recon.eval.protocols import FULL, Protocol
-from recon.infer.scoring import FrameRecords, GroundTruthScorer
+from recon.eval.scoring import FrameRecords, GroundTruthScorer
 from recon.infer.sources import FrameStream
 from recon.infer.stream import StreamSession
 from recon.trajectory import TumWriter

@@ -109,7 +109,7 @@ class StreamRunner:
         logger: optional Rerun logger.
         device: torch device of the model.
         settings: what to record in summary.json (source, options, checkpoint).
-        scorer: optional ``recon.infer.scoring.GroundTruthScorer`` fed every frame.
+        scorer: optional ``recon.eval.scoring.GroundTruthScorer`` fed every frame.
         summary_every_s: rewrite summary.json at most this often while running (and with each map).
     """
 

@@ -22,8 +22,8 @@ from recon.eval.drift import (
 )
 from recon.eval.pose_metrics import pose_baselines, pose_metrics
 from recon.eval.protocols import load_protocol, select_frames
+from recon.eval.scoring import GroundTruthScorer
 from recon.infer.frames import FramePrediction, SourceFrame
-from recon.infer.scoring import GroundTruthScorer
 from recon.trajectory import read_tum
 
 # A known world similarity between the model's world and the ground truth's: est = S^-1(gt).

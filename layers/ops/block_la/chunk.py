@@ -27,7 +27,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from layers.ops.block_la.naive import check_block_la_inputs, compute_dtype_for, num_blocks
+from layers.ops.block_la.naive import (
+    MAX_KERNEL_HEAD_DIM,
+    check_block_la_inputs,
+    compute_dtype_for,
+    num_blocks,
+)
 
 CHUNK_TOKENS = 64
 """Target number of tokens per super-chunk (a multiple of the tile)."""
@@ -35,8 +40,6 @@ TILE_TOKENS = 16
 """Target number of tokens per tile inside a super-chunk (exact element-wise decay inside)."""
 
 _BACKENDS = ("torch", "triton")
-MAX_KERNEL_HEAD_DIM = 256
-"""Largest key dim the Triton kernels take (``backend=None`` uses torch above it, and for float64)."""
 
 
 def chunk_block_la(

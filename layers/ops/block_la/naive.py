@@ -21,6 +21,10 @@ import math
 
 import torch
 
+MAX_KERNEL_HEAD_DIM = 256
+"""Largest key dim the Triton kernels take (``chunk_block_la(backend=None)`` uses torch above it, and
+for float64); here, beside the shared input checks, so chunk.py and triton.py both read it."""
+
 
 def num_blocks(seq_len: int, block_size: int) -> int:
     """Number of blocks ``ceil(seq_len / block_size)`` covering a sequence."""

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from layers.ops.block_la.chunk import MAX_KERNEL_HEAD_DIM as MAX_HEAD_DIM
+from layers.ops.block_la.naive import MAX_KERNEL_HEAD_DIM as MAX_HEAD_DIM
 from layers.ops.block_la.naive import check_block_la_inputs, num_blocks
 
 SUPER_CHUNK_TOKENS = 64

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from layers.ops.gated_delta.naive import check_gated_delta_inputs
-from layers.ops.gla.chunk import check_chunk_size, resolve_backend
-from layers.ops.gla.naive import compute_dtype_for, resolve_scale
+from layers.ops.gla.chunk import resolve_backend
+from layers.ops.gla.naive import check_chunk_size, compute_dtype_for, resolve_scale
 
 
 def chunk_gated_delta(

@@ -26,17 +26,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from layers.ops.gla.naive import check_gla_inputs, compute_dtype_for, resolve_scale
+from layers.ops.gla.naive import check_chunk_size, check_gla_inputs, compute_dtype_for, resolve_scale
 
 _BACKENDS = ("torch", "triton")
-
-
-def check_chunk_size(chunk_size: int) -> None:
-    """``chunk_size`` must be a power of two (the intra-chunk part halves the chunk recursively)."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"gla: chunk_size must be an int, got {type(chunk_size).__name__}")
-    if chunk_size < 1 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"gla: chunk_size must be a power of two (1, 2, 4, ..., 64, ...), got {chunk_size}")
 
 
 def resolve_backend(op: str, backend: str | None, q: torch.Tensor) -> str:

@@ -133,3 +133,11 @@ def naive_recurrent_gla(
         outputs.append(scale * torch.einsum("bhk,bhkv->bhv", qc[:, t], state))
     o = torch.stack(outputs, dim=1) if outputs else q.new_zeros(B, 0, H, V, dtype=cdt)
     return o.to(q.dtype), (state if output_final_state else None)
+
+
+def check_chunk_size(chunk_size: int) -> None:
+    """``chunk_size`` must be a power of two (the intra-chunk part halves the chunk recursively)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"gla: chunk_size must be an int, got {type(chunk_size).__name__}")
+    if chunk_size < 1 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"gla: chunk_size must be a power of two (1, 2, 4, ..., 64, ...), got {chunk_size}")

@@ -39,8 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from layers.ops.gla.chunk import check_chunk_size
-from layers.ops.gla.naive import check_gla_inputs, resolve_scale
+from layers.ops.gla.naive import check_chunk_size, check_gla_inputs, resolve_scale
 
 SUB_CHUNK = 16
 """BC: tokens per sub-chunk (the 16 x 16 dot tiles)."""
