@@ -1,6 +1,6 @@
 """The sample schema shared by every dataset reader, the synthetic generator and the clip sampler.
 
-Conventions (see shared design, conventions.md): OpenCV camera (x right, y down, z forward),
+Conventions (docs/conventions.md): OpenCV camera (x right, y down, z forward),
 ``cam2world`` 4x4 camera-to-world in the dataset's own world frame, intrinsics ``K`` 3x3 in pixels
 with pixel centres at integer coordinates, depth = z-depth in metres (0 = invalid).
 """

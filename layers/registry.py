@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: listing the types (help texts, tools) does not import torch
+    from torch import nn
 
 # name -> (module, class); "none" means no layer at all.
 MEMORY_TYPES: dict[str, tuple[str, str] | None] = {
@@ -31,9 +32,6 @@ MEMORY_TYPES: dict[str, tuple[str, str] | None] = {
     "ttt": ("layers.ttt", "TTTMemory"),
     "causal_attention": ("layers.causal_attention", "CausalAttentionMemory"),
 }
-
-# Types whose state does not grow with the number of frames.
-CONSTANT_STATE_TYPES = ("none", "gla", "elastic", "ttt")
 
 
 def memory_class(name: str) -> type[nn.Module] | None:

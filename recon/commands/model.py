@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from layers.registry import MEMORY_TYPES
+
 NAME = "model"
 HELP = "inspect a model config: parameter counts per component, memory types and depths, state size"
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           description="Print parameter counts per component of a model config.")
     info.add_argument("config", help="preset name (tiny, small, base, large) or path to a model YAML")
     info.add_argument("--memory", default=None,
-                      help="override memory.type (none, gla, elastic, ttt, causal_attention)")
+                      help=f"override memory.type ({', '.join(MEMORY_TYPES)})")
     info.add_argument("--json", action="store_true", help="print as JSON")
 
 

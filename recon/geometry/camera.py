@@ -1,6 +1,6 @@
 """Pinhole camera helpers: unprojection, per-pixel rays, intrinsics under resize / crop, fov.
 
-Conventions (see the design's conventions.md): OpenCV camera (x right, y down, z forward); ``K`` is
+Conventions (docs/conventions.md): OpenCV camera (x right, y down, z forward); ``K`` is
 3x3 in pixels; pixel ``(u, v)`` (column, row) has its centre at integer coordinates, so
 ``x = (u - cx) / fx * z``; depth is z-depth in metres (0 = invalid). All functions are torch,
 batched over any leading dimensions, float32 / float64, and differentiable.
@@ -86,7 +86,7 @@ def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 def resize_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     """Intrinsics of an image resized by (sx, sy), pixel centres at integers.
 
-    fx, fy scale by sx, sy; a centre maps as ``c' = (c + 0.5) * s - 0.5`` (conventions.md).
+    fx, fy scale by sx, sy; a centre maps as ``c' = (c + 0.5) * s - 0.5`` (docs/conventions.md).
 
     Args:
         K: intrinsics [..., 3, 3] in pixels of the original image.

@@ -1,6 +1,6 @@
 """Training losses: pure functions of the model output dict and a clip batch.
 
-Conventions (shared design, conventions.md): OpenCV camera (x right, y down, z forward), ``cam2world``
+Conventions (docs/conventions.md): OpenCV camera (x right, y down, z forward), ``cam2world``
 4x4, metres, ``K`` 3x3 pixels. Model outputs live in the world of the clip's first camera; the
 batch's ground-truth poses live in the dataset's world, so :func:`gt_relative_to_first` moves them
 (and the ground-truth point maps) into the first camera's frame before any comparison.

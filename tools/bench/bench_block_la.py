@@ -7,8 +7,8 @@ block loop has thousands of steps. Per-block log-decay in [-1, 0], an initial st
 returned; loss = mean(o^2) + mean(S^2).
 
 Usage:
-    .venv/bin/python tools/bench/bench_block_la.py --out bench_block_la.json
-    .venv/bin/python tools/bench/bench_block_la.py --repeats 1 --heads 2        # quick
+    .venv/bin/python -m tools.bench.bench_block_la --out bench_block_la.json
+    .venv/bin/python -m tools.bench.bench_block_la --repeats 1 --heads 2        # quick
 
 Prints a Markdown table (median wall and process-CPU seconds per fwd+bwd, tokens/s, speed-up over
 the loop) and writes the same numbers as JSON with ``--out``. On a shared CPU, compare the CPU
@@ -21,15 +21,12 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-
-from layers.ops.block_la import chunk_block_la, naive_block_la  # noqa: E402
+from layers.ops.block_la import chunk_block_la, naive_block_la
 
 CASES = {  # name: (tokens T, block_size)
     "32 frames x 256 tokens": (8192, 256),

@@ -17,28 +17,25 @@ state. Methods are timed round-robin (one call of each per round) so that a slow
 machine hits all of them alike; medians are reported.
 
 Usage:
-    .venv/bin/python tools/bench/bench_gated_delta.py --threads 1 --out docs/bench_gated_delta.json
-    .venv/bin/python tools/bench/bench_gated_delta.py --seq-len 1024 --repeats 3 --no-loop   # quicker
-    .venv/bin/python tools/bench/bench_gated_delta.py --device cuda --no-loop               # + Triton
+    .venv/bin/python -m tools.bench.bench_gated_delta --threads 1 --out docs/bench_gated_delta.json
+    .venv/bin/python -m tools.bench.bench_gated_delta --seq-len 1024 --repeats 3 --no-loop   # quicker
+    .venv/bin/python -m tools.bench.bench_gated_delta --device cuda --no-loop               # + Triton
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-
-from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta  # noqa: E402
-from layers.ops.gated_delta.chunk import torch_chunk_gated_delta  # noqa: E402
-from tools.bench.bench_gla import rel_rms  # noqa: E402
-from tools.bench.common import markdown_table, synchronize, write_json  # noqa: E402
+from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta
+from layers.ops.gated_delta.chunk import torch_chunk_gated_delta
+from tools.bench.bench_gla import rel_rms
+from tools.bench.common import markdown_table, synchronize, write_json
 
 
 def make_inputs(B: int, T: int, H: int, K: int, V: int, device: str, per_head: bool, seed: int = 0):

@@ -8,8 +8,8 @@ initial state. The outputs of the two forms are compared too (relative RMS of o 
 gradient), so a fast but wrong form cannot pass unnoticed.
 
 Usage:
-    .venv/bin/python tools/bench/bench_gla.py --out bench_gla.json
-    .venv/bin/python tools/bench/bench_gla.py --seq-len 1024 --repeats 3      # quicker
+    .venv/bin/python -m tools.bench.bench_gla --out bench_gla.json
+    .venv/bin/python -m tools.bench.bench_gla --seq-len 1024 --repeats 3      # quicker
 
 Prints a Markdown table (median seconds per forward+backward, tokens/s, speed-up over the loop)
 and writes the same numbers (every timed call, the environment) as JSON with ``--out``.
@@ -18,16 +18,13 @@ and writes the same numbers (every timed call, the environment) as JSON with ``-
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-
-from layers.ops.gla import chunk_gla, naive_recurrent_gla  # noqa: E402
-from tools.bench.common import markdown_table, time_call, write_json  # noqa: E402
+from layers.ops.gla import chunk_gla, naive_recurrent_gla
+from tools.bench.common import markdown_table, time_call, write_json
 
 
 def make_inputs(B: int, T: int, H: int, K: int, V: int, device: str, seed: int = 0) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ Rerun) and reads back its per-frame ``timing.txt`` (model-step latency, process 
 - RSS growth: RSS at the last frame minus RSS at frame 1,000 (quality bar <= 50 MB).
 
     recon synth /tmp/long --frames 10000 --trajectory loop --no-shadows
-    python tools/bench/bench_run_long.py /tmp/long/seq_000/video.mp4 --out bench_run_long.json
+    python -m tools.bench.bench_run_long /tmp/long/seq_000/video.mp4 --out bench_run_long.json
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-from tools.bench.common import markdown_table, write_json  # noqa: E402
+from tools.bench.common import markdown_table, write_json
 
 
 def summarise(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int], rss_from: int) -> dict:

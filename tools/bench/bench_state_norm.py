@@ -5,7 +5,7 @@ with random weights, one frame at a time, and records the largest norm over the 
 tensors after every frame. Several option sets of one memory type run side by side, e.g. the
 elastic memory with and without retention:
 
-    python tools/bench/bench_state_norm.py --memory elastic --frames 2000 \\
+    python -m tools.bench.bench_state_norm --memory elastic --frames 2000 \\
         --variant default '{}' --variant no-retention '{"retention_frames": null}' --out norms.json
 
 Prints a table of the norm at chosen frames and the ratio max(late half) / max(early part), the
@@ -18,15 +18,11 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+import torch
 
-import torch  # noqa: E402
-
-from tools.bench.common import markdown_table, write_json  # noqa: E402
+from layers.registry import MEMORY_TYPES
+from tools.bench.common import markdown_table, write_json
 
 
 def looped_clip(frames: int, height: int, width: int, seed: int = 3) -> torch.Tensor:
@@ -70,7 +66,7 @@ def stream_norms(preset: str, memory: str, options: dict, frames: int, seed: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--memory", default="elastic", help="memory type (none, gla, elastic, ttt, ...)")
+    parser.add_argument("--memory", default="elastic", help=f"memory type ({', '.join(MEMORY_TYPES)})")
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OPTIONS_JSON"),
                         help="a named option set of the memory layer (repeat); default: one, '{}'")
     parser.add_argument("--frames", type=int, default=2000)

@@ -19,8 +19,8 @@ Outputs are copied to the host and dropped (a real run streams them to disk); in
 uint8 pattern sliding across the frame, generated on the fly.
 
 Usage:
-    .venv/bin/python tools/bench/bench_stream.py --out bench_stream.json                 # full
-    .venv/bin/python tools/bench/bench_stream.py --frames 1200 --types gla,causal_attention  # quick
+    .venv/bin/python -m tools.bench.bench_stream --out bench_stream.json                 # full
+    .venv/bin/python -m tools.bench.bench_stream --frames 1200 --types gla,causal_attention  # quick
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+from layers.registry import MEMORY_TYPES
+from tools.bench.common import markdown_table, write_json
 
-from tools.bench.common import markdown_table, write_json  # noqa: E402
-
-ALL_TYPES = ("none", "gla", "elastic", "ttt", "causal_attention")
+ALL_TYPES = tuple(MEMORY_TYPES)
+REPO = Path(__file__).resolve().parents[2]  # where the workers run `python -m tools.bench.bench_stream`
 
 
 def _rss_mb() -> float:
@@ -162,11 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             while pending and len(active) < args.jobs:  # launch up to --jobs workers at once
                 mem = pending.pop(0)
                 out = Path(tmp) / f"{mem}.json"
-                cmd = [sys.executable, __file__, "--worker", mem, "--worker-out", str(out),
+                cmd = [sys.executable, "-m", "tools.bench.bench_stream", "--worker", mem,
+                       "--worker-out", str(out),
                        "--config", args.config, "--frames", str(args.frames), "--threads", str(args.threads),
                        "--device", args.device, "--time-budget-s", str(args.time_budget_s),
                        "--rss-limit-mb", str(args.rss_limit_mb)]
-                active.append((mem, out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
+                proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                active.append((mem, out, proc))
             mem, out, proc = active.pop(0)
             _, err = proc.communicate()
             if proc.returncode != 0 or not out.exists():
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"config": args.config, "frames": args.frames, "device": args.device,
                     "threads": args.threads, "time_budget_s": args.time_budget_s,
                     "rss_limit_mb": args.rss_limit_mb,
-                    "command": " ".join(["tools/bench/bench_stream.py", *(argv or sys.argv[1:])])}
+                    "command": " ".join(["python -m tools.bench.bench_stream", *(argv or sys.argv[1:])])}
         raw = [{"type": r["type"], "latency_s": r["latency_s"], "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"]}
                for r in runs]
         write_json(args.out, "bench_stream", rows, settings=settings, raw=raw)

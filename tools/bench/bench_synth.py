@@ -1,7 +1,7 @@
 """Benchmark the synthetic generator: rendered frames/s by resolution, shadows and torch threads,
 plus the TUM writer (render + PNGs + video) and the clip loader.
 
-    .venv/bin/python tools/bench/bench_synth.py --frames 20 --seeds 1 --out synth_bench.json
+    .venv/bin/python -m tools.bench.bench_synth --frames 20 --seeds 1 --out synth_bench.json
 
 Prints a Markdown table and writes JSON (environment incl. load average + rows). Frames of a
 'mixed' trajectory with 2 moving objects, 8 furniture primitives and 4 posters; the first frame
@@ -21,11 +21,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-
-from data.clips import ClipDataset, make_loader  # noqa: E402
-from data.synth import SynthConfig, synthetic_sequence, write_tum_sequence  # noqa: E402
-from tools.bench.common import markdown_table, write_json  # noqa: E402
+from data.clips import ClipDataset, make_loader
+from data.synth import SynthConfig, synthetic_sequence, write_tum_sequence
+from tools.bench.common import markdown_table, write_json
 
 RESOLUTIONS = ((128, 96), (256, 192))
 COLUMNS = ("what", "resolution", "shadows", "threads", "frames_per_s", "frames_per_cpu_s", "ms_per_frame")

@@ -6,7 +6,7 @@ process (interleaved rounds, median), by default on batch 2 of 8-frame clips; th
 shape is ``--batch 1 --frames 48``; ``--dense-every 1 2`` also times the training option
 ``model.train_dense_every`` (dense head on every k-th frame):
 
-    python tools/bench/bench_train_step.py --threads 1 --out bench_train_step.json
+    python -m tools.bench.bench_train_step --threads 1 --out bench_train_step.json
 
 Parameters and the memory layers' share of them are listed too.
 """
@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+import torch
 
-import torch  # noqa: E402
-
-from tools.bench.common import markdown_table, write_json  # noqa: E402
-
-MEMORY_TYPES = ("none", "gla", "elastic", "ttt", "causal_attention")
+from layers.registry import MEMORY_TYPES
+from tools.bench.common import markdown_table, write_json
 
 
 def build(preset: str, memory: str):
@@ -52,7 +46,7 @@ def step_seconds(model, video: torch.Tensor, dense_every: int = 1) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--memory", nargs="+", default=list(MEMORY_TYPES), choices=MEMORY_TYPES)
+    parser.add_argument("--memory", nargs="+", default=list(MEMORY_TYPES), choices=list(MEMORY_TYPES))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)

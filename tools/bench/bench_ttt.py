@@ -7,8 +7,8 @@ Muon (5 Newton-Schulz steps) and weight norm. Also the op level (no projections)
 with the same options vs ``elastic_parallel`` / ``ttt_parallel``.
 
 Usage:
-    .venv/bin/python tools/bench/bench_ttt.py --out bench_ttt.json
-    .venv/bin/python tools/bench/bench_ttt.py --frames 8 --tokens 64 --repeats 2    # quick
+    .venv/bin/python -m tools.bench.bench_ttt --out bench_ttt.json
+    .venv/bin/python -m tools.bench.bench_ttt --frames 8 --tokens 64 --repeats 2    # quick
 
 Cases are timed in interleaved rounds (robust to changing load on a shared CPU). Prints a
 Markdown table (median time per fwd+bwd, tokens/s, speed-up over the baseline) and
@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without install
-
-from layers.elastic import ElasticMemory  # noqa: E402
-from layers.ops.elastic import elastic_parallel, elastic_sequential  # noqa: E402
-from layers.ops.ttt import ttt_parallel, ttt_sequential  # noqa: E402
-from layers.ttt import TTTMemory  # noqa: E402
-from tools.bench.common import environment, markdown_table, synchronize, write_json  # noqa: E402
+from layers.elastic import ElasticMemory
+from layers.ops.elastic import elastic_parallel, elastic_sequential
+from layers.ops.ttt import ttt_parallel, ttt_sequential
+from layers.ttt import TTTMemory
+from tools.bench.common import environment, markdown_table, synchronize, write_json
 
 PLAIN = dict(update_hidden=False, weight_norm=False, muon_steps=0)
 BASELINE = "layer: TTT sequential (LaCT: hidden + Muon5 + wnorm)"

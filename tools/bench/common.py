@@ -3,7 +3,9 @@
 A benchmark builds a list of rows (dicts with the same keys), prints them with
 :func:`markdown_table` and saves them with :func:`write_json`, together with :func:`environment`,
 so that every number quoted in the docs comes from a command anyone can rerun. Ratios between
-methods are measured side by side in one run (absolute times on a shared CPU are noise).
+methods are measured side by side in one run (absolute times on a shared CPU are noise). The
+benchmarks run as modules from the repository root (``tools`` is not an installed package):
+``.venv/bin/python -m tools.bench.bench_gla --out bench_gla.json``.
 
 Example:
     >>> t = time_call(lambda: sum(range(1000)), repeats=3, warmup=1)
