@@ -39,8 +39,15 @@ class Renderer:
             exact and unchanged.
 
     Example:
-        >>> r = Renderer(scene, 128, 96)
-        >>> out = r.render(K, cam2world, frame=0)   # out["image"]: [96, 128, 3] uint8
+        >>> from data.synth.scene import random_room, sample_scene
+        >>> rng = np.random.default_rng(0)
+        >>> lo, hi = random_room(rng)
+        >>> cam2world = np.eye(4); cam2world[:3, 3] = (lo + hi) / 2
+        >>> scene = sample_scene(rng, cam2world[None], lo, hi)
+        >>> K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
+        >>> out = Renderer(scene, 128, 96).render(K, cam2world, frame=0)
+        >>> tuple(out["image"].shape), out["image"].dtype, bool((out["depth"] > 0).all())
+        ((96, 128, 3), torch.uint8, True)
     """
 
     def __init__(

@@ -407,9 +407,11 @@ def triton_block_la(
     set before this module is imported). Inputs in float32/float16/bfloat16; states and dots in
     float32. Gradients flow to q, k, v, g and initial_state.
 
-    Example:
-        >>> q = k = torch.randn(1, 512, 4, 64, device="cuda"); v = torch.randn(1, 512, 4, 64, device="cuda")
-        >>> o, s = triton_block_la(q, k, v, -torch.rand(1, 2, 4, 64, device="cuda"), 256, output_final_state=True)
+    Example (needs CUDA, so not run by the doctests; the CPU path is ``chunk_block_la``'s example):
+        >>> q = k = torch.randn(1, 512, 4, 64, device="cuda")                # doctest: +SKIP
+        >>> v = torch.randn(1, 512, 4, 64, device="cuda")                    # doctest: +SKIP
+        >>> g = -torch.rand(1, 2, 4, 64, device="cuda")                      # doctest: +SKIP
+        >>> o, s = triton_block_la(q, k, v, g, 256, output_final_state=True)  # doctest: +SKIP
     """
     check_block_la_inputs(q, k, v, g, block_size, initial_state)
     if q.dtype == torch.float64:

@@ -401,10 +401,11 @@ def triton_gla(
     Args and result as :func:`layers.ops.gla.chunk_gla`; ``chunk_size`` a power of two >= 16, K and V
     at most 256.
 
-    Example:
-        >>> q = k = torch.randn(1, 100, 2, 32, device="cuda"); v = torch.randn(1, 100, 2, 32, device="cuda")
-        >>> g = -torch.rand(1, 100, 2, 32, device="cuda") / 16
-        >>> o, s = triton_gla(q, k, v, g, output_final_state=True)       # doctest: +SKIP
+    Example (needs CUDA, so not run by the doctests; the CPU path is ``chunk_gla``'s example):
+        >>> q = k = torch.randn(1, 100, 2, 32, device="cuda")                # doctest: +SKIP
+        >>> v = torch.randn(1, 100, 2, 32, device="cuda")                    # doctest: +SKIP
+        >>> g = -torch.rand(1, 100, 2, 32, device="cuda") / 16               # doctest: +SKIP
+        >>> o, s = triton_gla(q, k, v, g, output_final_state=True)           # doctest: +SKIP
     """
     check_gla_inputs(q, k, v, g, initial_state, check_decay_values=not q.is_cuda)
     check_triton_launch("gla", __name__, q, v, chunk_size, MAX_HEAD_DIM)
