@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from data.fit import POLICIES
 from data.schema import Sequence
 from recon.errors import ConfigError, InputError
 from recon.model.config import from_dict
@@ -220,7 +221,7 @@ def validate_protocol(p: Protocol) -> Protocol:
     checks = (
         ("pose.align", p.pose.align, POSE_ALIGN_MODES),
         ("intrinsics", p.intrinsics, INTRINSICS_MODES),
-        ("resize", p.resize, ("crop", "resize")),
+        ("resize", p.resize, POLICIES),
     )
     for key, value, allowed in checks:
         if value not in allowed:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from data.fit import FitPolicy
 from recon.errors import InputError
 
 
@@ -41,7 +42,7 @@ class RunOptions:
     threads: int = 1
     stride: int = 1
     max_frames: int | None = None
-    resize: Literal["crop", "resize"] = "crop"
+    resize: FitPolicy = "crop"
     intrinsics: str | None = None
     save_depth: bool = False
     voxel_size: float | None = None

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -24,6 +24,11 @@ from recon.errors import ConfigError
 from recon.resources import config_dir
 
 PRESET_DIR = config_dir() / "model"  # configs/model/ (recon/configs/model/ in a wheel)
+
+# Choice fields are Literal types: from_dict (via _coerce) is the one place that checks them.
+MemoryType = Literal[tuple(MEMORY_TYPES)]  # the registry's names (layers.registry.MEMORY_TYPES)
+AutocastMode = Literal["bf16", "fp16", "none"]
+DepthActivation = Literal["exp", "softplus"]
 
 # Version of the network's design. 1: one camera token read as cam2world relative to frame 0, a
 # depth-only scale token. 2: pose tokens per window slot + camera trunk (window-relative poses),
@@ -53,7 +58,7 @@ class MemoryConfig:
         layer_scale: initial LayerScale of the memory blocks' two residual branches (mixer, MLP).
     """
 
-    type: str = "gla"
+    type: MemoryType = "gla"
     depths: list[int] = field(default_factory=lambda: [1, 3])
     num_heads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +88,7 @@ class HeadConfig:
 
     features: int = 64
     levels: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    depth_activation: str = "exp"
+    depth_activation: DepthActivation = "exp"
     camera_hidden: int = 256
     pose_slots: int | None = None
     pose_tokens_per_slot: int = 1
@@ -131,7 +136,7 @@ class ModelConfig:
     rope_theta_time: float = 100.0
     rope_time_fraction: float = 0.25
     absolute_position: bool = True
-    autocast: str = "bf16"
+    autocast: AutocastMode = "bf16"
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     architecture: int = ARCHITECTURE_VERSION
@@ -152,6 +157,11 @@ class ModelConfig:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` against type annotation ``tp``; ConfigError naming ``where``."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) or value not in choices:
+            raise ConfigError(f"{where}: unknown {value!r}; valid: {', '.join(map(str, choices))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -204,11 +214,7 @@ def validate(cfg: ModelConfig) -> ModelConfig:
             f"model.dim {cfg.dim} / num_heads {cfg.num_heads} must be an even head width >= 6")
     if cfg.depth < 1 or cfg.window < 1:
         raise ConfigError(f"model.depth ({cfg.depth}) and model.window ({cfg.window}) must be >= 1")
-    if cfg.autocast not in ("bf16", "fp16", "none"):
-        raise ConfigError(f"model.autocast: expected 'bf16', 'fp16' or 'none', got {cfg.autocast!r}")
     mem = cfg.memory
-    if mem.type not in MEMORY_TYPES:
-        raise ConfigError(f"model.memory.type: unknown {mem.type!r}; valid: {', '.join(MEMORY_TYPES)}")
     bad = [d for d in mem.depths if not 0 <= d < cfg.depth]
     if bad or len(set(mem.depths)) != len(mem.depths):
         raise ConfigError(
@@ -249,9 +255,6 @@ def validate(cfg: ModelConfig) -> ModelConfig:
         raise ConfigError(f"model.head.scale_ema {head.scale_ema}: expected a weight in (0, 1]")
     if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):
         raise ConfigError(f"model.head.levels {head.levels}: expected block indices in [0, {cfg.depth})")
-    if head.depth_activation not in ("exp", "softplus"):
-        raise ConfigError(
-            f"model.head.depth_activation: expected 'exp' or 'softplus', got {head.depth_activation!r}")
     return cfg
 
 

@@ -75,6 +75,12 @@ def test_unknown_nested_key_and_memory_option():
         pytest.param({"dim": 50}, r"even head width", id="head-width"),
         pytest.param({"memory": {"depths": [9]}}, r"depths \[9\]", id="memory-depth"),
         pytest.param({"dim": "wide"}, r"model\.dim: expected int", id="type"),
+        pytest.param({"autocast": "fp32"}, r"model\.autocast: unknown 'fp32'; valid: bf16, fp16, none$",
+                     id="autocast-choice"),
+        pytest.param({"head": {"depth_activation": "relu"}},
+                     r"model\.head\.depth_activation: unknown 'relu'; valid: exp, softplus$",
+                     id="head-choice"),
+        pytest.param({"autocast": True}, r"model\.autocast: unknown True", id="choice-not-bool"),
     ],
 )
 def test_invalid_values_raise_config_error(override, pattern):
