@@ -10,8 +10,6 @@ ground-truth trajectories per sequence in OUT/trajectories/ (TUM format, readabl
 from __future__ import annotations
 
 import argparse
-import re
-import shlex
 from pathlib import Path
 
 from recon.commands.argtypes import bounded_int
@@ -55,50 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _labels(args: argparse.Namespace) -> list[str]:
-    from recon.errors import InputError
-
-    if args.name and len(args.name) != len(args.checkpoint):
-        raise InputError(
-            f"--name: expected one per --checkpoint ({len(args.checkpoint)}), got {len(args.name)}"
-        )
-    names = args.name or [Path(c).stem if Path(c).suffix else Path(c).name for c in args.checkpoint]
-    if len(set(names)) != len(names):
-        raise InputError(f"report labels must be distinct, got {names}; pass --name for each --checkpoint")
-    return names
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "__", name).strip("_") or "sequence"
-
-
-def _command(args: argparse.Namespace) -> str:
-    parts = ["recon", "eval", args.protocol]
-    for i, ckpt in enumerate(args.checkpoint):
-        parts += ["--checkpoint", ckpt] + (["--name", args.name[i]] if args.name else [])
-    parts += ["--out", args.out]
-    for flag, value in (("--data-root", args.data_root), ("--max-frames", args.max_frames)):
-        if value is not None:
-            parts += [flag, str(value)]
-    if args.device != "auto":
-        parts += ["--device", args.device]
-    return shlex.join(parts)
-
-
-def _model_facts(model, checkpoint: str) -> dict:
-    cfg = model.cfg
-    return {
-        "checkpoint": checkpoint,
-        "memory_type": cfg.memory.type,
-        "memory_depths": list(cfg.memory.depths),
-        "image_size": list(cfg.image_size),
-        "dim": cfg.dim,
-        "depth": cfg.depth,
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "signature": cfg.signature(),
-    }
-
-
 def _list_protocols() -> int:
     from recon.eval.protocols import builtin_protocols, load_protocol
 
@@ -117,60 +71,12 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out}: exists and is not a folder (expected a report folder)")
     if args.merge:
         return _merge(args)
-    from tqdm import tqdm
+    from recon.eval.evaluation import EvalOptions, evaluate_checkpoints
 
-    from recon.checkpoint import load_model
-    from recon.eval.drift import evaluate_records, stream_records
-    from recon.eval.protocols import load_protocol, open_sequences
-    from recon.eval.report import ModelRun, write_report
-    from recon.infer.session import resolve_device
-    from recon.trajectory import write_tum
-
-    if args.protocol is None:
-        raise InputError("PROTOCOL: expected a built-in protocol name or a YAML file (see recon eval --list)")
-    if not args.checkpoint:
-        raise InputError("--checkpoint: expected at least one checkpoint to evaluate")
-    if args.max_frames is not None and args.max_frames < 3:
-        raise InputError(f"--max-frames: expected >= 3, got {args.max_frames}")
-    protocol = load_protocol(args.protocol)
-    names = _labels(args)
-    device = resolve_device(args.device)
-    if protocol.dataset.format != "synthetic":  # fail on missing data before loading any model
-        open_sequences(protocol, args.data_root, None, args.max_frames)
-    # every checkpoint is checked (loaded on the CPU) before the first sequence streams; each model
-    # then visits the device alone, so several large models never share accelerator memory
-    models = [load_model(c, "cpu") for c in args.checkpoint]
-    out = Path(args.out)
-    runs = []
-    for name, ckpt, model in zip(names, args.checkpoint, models, strict=True):
-        model.to(device)
-        run = ModelRun(name=name, checkpoint=str(ckpt), model=_model_facts(model, str(ckpt)))
-        hw = tuple(model.cfg.image_size)
-        sequences = open_sequences(protocol, args.data_root, hw, args.max_frames, str(device))
-        for seq_name, seq in sequences:
-            traj_dir = out / "trajectories"
-            (traj_dir / _safe(name)).mkdir(parents=True, exist_ok=True)
-            desc = f"{name} · {seq_name}"
-            with tqdm(total=len(seq), unit="frame", desc=desc, disable=args.quiet, dynamic_ncols=True) as bar:
-                traj = traj_dir / _safe(name) / f"{_safe(seq_name)}.txt"
-                records, timing = stream_records(model, seq, protocol, device, traj, bar.update)
-            result = evaluate_records(records, protocol, seq_name)
-            result.timing = timing
-            run.sequences.append(result)
-            posed = records.has_pose
-            if posed.any():
-                (traj_dir / "groundtruth").mkdir(exist_ok=True)
-                write_tum(traj_dir / "groundtruth" / f"{_safe(seq_name)}.txt", records.timestamp[posed],
-                          records.gt_cam2world[posed])
-        model.to("cpu")
-        runs.append(run)
-    settings = {
-        "command": _command(args),
-        "data_root": args.data_root,
-        "max_frames": args.max_frames,
-        "device": str(device),
-    }
-    return _print_report(write_report(out, protocol, runs, settings), out)
+    options = EvalOptions(protocol=args.protocol, checkpoints=list(args.checkpoint), names=list(args.name),
+                          out=args.out, data_root=args.data_root, max_frames=args.max_frames,
+                          device=args.device, quiet=args.quiet)
+    return _print_report(evaluate_checkpoints(options), Path(args.out))
 
 
 def _merge(args: argparse.Namespace) -> int:
