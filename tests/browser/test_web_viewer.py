@@ -196,14 +196,14 @@ def test_web_viewer_draws_the_run_during_and_after_it_and_the_rrd(browser, small
     rerun = Path(sys.executable).parent / "rerun"
     viewer = subprocess.Popen([str(rerun), "--serve-web", "--port", str(grpc2), "--web-viewer-port",
                                str(web2), str(out / "run.rrd")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(3)
         from recon.infer.rerun_logger import viewer_page_url
 
         saved = _shoot(browser, viewer_page_url(web2, grpc2), art / "saved_rrd.png", drawn)
-    finally:
-        viewer.terminate()
+    finally:  # the `rerun` entry point is a Python launcher of the native viewer: stop the group
+        os.killpg(viewer.pid, signal.SIGTERM)
         viewer.wait(timeout=30)
     assert drawn(saved), f"the saved .rrd: {art / 'saved_rrd.png'}"
     print(f"browser test: {time.monotonic() - t0:.0f} s; screenshots in {art}")
