@@ -1,4 +1,5 @@
-"""TTTMemory and ElasticMemory: streaming == whole clip for every mode, form cross-checks, caches, config."""
+"""TTTMemory and ElasticMemory: streaming == whole clip for every form and option set, cross-checks,
+caches, config."""
 
 from __future__ import annotations
 
@@ -34,16 +35,17 @@ ELASTIC_MODES = (
         ),
         pytest.param(dict(lam=1.0, beta=0.0), id="reduced-lam1-beta0"),
         pytest.param(dict(retention_frames=None), id="reduced-no-retention"),
-        pytest.param(dict(mode="fsm", retention_frames=None), id="fsm-no-retention"),
+        pytest.param(dict(form="sequential", retention_frames=None), id="fsm-no-retention"),
     ]
     + [
-        pytest.param(dict(mode="fsm", estimator=est, anchor=anchor), id=f"fsm-{est}-{anchor}")
+        pytest.param(dict(form="sequential", estimator=est, anchor=anchor), id=f"fsm-{est}-{anchor}")
         for est in ("abs", "sq", "si", "static")
         for anchor in ("global", "streaming", "streaming-ema")
     ]
     + [
         pytest.param(
-            dict(mode="fsm", estimator="si", update_hidden=True, inclusive=True), id="fsm-si-hidden-inclusive"
+            dict(form="sequential", estimator="si", update_hidden=True, inclusive=True),
+            id="fsm-si-hidden-inclusive",
         ),
     ]
 )
@@ -109,7 +111,7 @@ def test_elastic_reduced_equals_fsm_with_static_importance(inclusive):
     reduced = ElasticMemory(C, H, lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive)
     torch.nn.init.normal_(reduced.importance_logit)
     fsm = ElasticMemory(
-        C, H, mode="fsm", estimator="static", lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive
+        C, H, form="sequential", estimator="static", lam=0.8, beta=0.7, learn_beta=True, inclusive=inclusive
     )
     torch.nn.init.uniform_(reduced.retention.logit, 0.0, 4.0)
     fsm.load_state_dict(reduced.state_dict())
@@ -131,7 +133,8 @@ def test_reduced_caches_are_fixed_size():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(mode="fsm", estimator="sq", update_hidden=True), dict(mode="fsm", estimator="static")],
+    [dict(), dict(form="sequential", estimator="sq", update_hidden=True),
+     dict(form="sequential", estimator="static")],
     ids=["reduced", "fsm-sq-hidden", "fsm-static"],
 )
 def test_gradients_reach_every_parameter(options):
@@ -167,26 +170,27 @@ def test_long_stream_stays_finite_and_weight_norm_holds(frames):
             for _ in range(frames):
                 y, cache = layer(torch.randn(1, 1, 8, 16), cache)
                 assert torch.isfinite(y).all()
-        state = cache.state if layer is elastic else cache.weights.w1
+        state = cache.state if layer is elastic else cache.recurrent.w1
         assert torch.isfinite(state).all()
     slow_norms = ttt.io.w1.detach().norm(dim=-2).unsqueeze(0)
     assert_rel_close(
-        slow_norms, cache.weights.w1.norm(dim=-2), 1e-5, f"w1 column norms after {frames} frames"
+        slow_norms, cache.recurrent.w1.norm(dim=-2), 1e-5, f"w1 column norms after {frames} frames"
     )
 
 
 BAD = [
     pytest.param(ElasticMemory, dict(lam=0.0), "lam must be in", id="elastic-lam0"),
     pytest.param(ElasticMemory, dict(beta=1.0), "beta must be in", id="elastic-beta1"),
-    pytest.param(ElasticMemory, dict(mode="parallel"), "mode must be", id="elastic-mode"),
+    pytest.param(ElasticMemory, dict(form="reduced"), "form must be", id="elastic-form"),
     pytest.param(
-        ElasticMemory, dict(mode="fsm", estimator="fisher"), "estimator must be", id="elastic-estimator"
+        ElasticMemory, dict(form="sequential", estimator="fisher"), "estimator must be",
+        id="elastic-estimator",
     ),
-    pytest.param(ElasticMemory, dict(mode="fsm", anchor="ema"), "anchor must be", id="elastic-anchor"),
+    pytest.param(ElasticMemory, dict(form="sequential", anchor="ema"), "anchor must be", id="elastic-anchor"),
     pytest.param(ElasticMemory, dict(update_hidden=True), "frozen kernel", id="elastic-reduced-hidden"),
     pytest.param(
         ElasticMemory,
-        dict(mode="fsm", anchor="global", learn_beta=True),
+        dict(form="sequential", anchor="global", learn_beta=True),
         "learn_beta needs",
         id="elastic-fsm-global-learn-beta",
     ),
@@ -214,7 +218,8 @@ def test_learned_retention_starts_at_log_spaced_horizons():
 
 @pytest.mark.parametrize(
     "cls, options",
-    [(ElasticMemory, {}), (ElasticMemory, dict(mode="fsm")), (TTTMemory, dict(PLAIN, form="parallel"))],
+    [(ElasticMemory, {}), (ElasticMemory, dict(form="sequential")),
+     (TTTMemory, dict(PLAIN, form="parallel"))],
     ids=["elastic-reduced", "elastic-fsm", "ttt-parallel"],
 )
 def test_retention_keeps_the_state_bounded_where_the_original_grows(cls, options):
@@ -239,7 +244,7 @@ def fast_weight(cache):
     """The deviation of w1 (reduced / parallel caches) or w1 itself (fsm) from a layer cache."""
     if getattr(cache, "state", None) is not None:
         return cache.state
-    return cache.fsm.weights.w1
+    return cache.recurrent.weights.w1
 
 
 @pytest.mark.parametrize("cls, options, message", BAD)
@@ -288,9 +293,9 @@ def test_bench_script_writes_every_case(tmp_path):
     assert rows[0]["speedup_vs_lact"] == 1.0
 
 
-def test_cache_of_another_mode_raises_clear_type_error():
+def test_cache_of_another_form_raises_clear_type_error():
     x = torch.randn(1, 1, 4, C)
-    with pytest.raises(TypeError, match="cache must be a ElasticCache with 'fsm' set"):
-        ElasticMemory(C, H, mode="fsm")(x, ElasticMemory(C, H).init_cache(1))
-    with pytest.raises(TypeError, match="cache must be a TTTCache with 'state' set"):
+    with pytest.raises(TypeError, match="cache must be a FastWeightCache with 'recurrent' set"):
+        ElasticMemory(C, H, form="sequential")(x, ElasticMemory(C, H).init_cache(1))
+    with pytest.raises(TypeError, match="cache must be a FastWeightCache with 'state' set"):
         TTTMemory(C, H, form="parallel", **PLAIN)(x, TTTMemory(C, H).init_cache(1))

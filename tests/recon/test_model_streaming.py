@@ -16,8 +16,8 @@ from tests.numerics import assert_rel_close
 MEMORY_VARIANTS = [
     pytest.param("none", {}, id="none"),
     pytest.param("gla", {}, id="gla"),
-    pytest.param("elastic", {"mode": "reduced"}, id="elastic-reduced"),
-    pytest.param("elastic", {"mode": "fsm"}, id="elastic-fsm"),
+    pytest.param("elastic", {"form": "parallel"}, id="elastic-reduced"),
+    pytest.param("elastic", {"form": "sequential"}, id="elastic-fsm"),
     pytest.param("ttt", {"form": "sequential"}, id="ttt-sequential"),
     pytest.param("ttt", {"form": "parallel", "update_hidden": False, "weight_norm": False, "muon_steps": 0},
                  id="ttt-parallel"),

@@ -68,7 +68,7 @@ def layer_cases(dim: int, heads: int, hidden_ratio: float) -> dict[str, torch.nn
             dim, heads, hidden_ratio=hidden_ratio, **PLAIN
         ),
         "layer: elastic FSM sequential (sq, streaming-ema)": ElasticMemory(
-            dim, heads, mode="fsm", hidden_ratio=hidden_ratio
+            dim, heads, form="sequential", hidden_ratio=hidden_ratio
         ),
         "layer: TTT reduced (parallel)": TTTMemory(
             dim, heads, form="parallel", hidden_ratio=hidden_ratio, **PLAIN
