@@ -8,8 +8,9 @@ compared with the ground truth ``inv(cam2world[t - j]) @ cam2world[t]``:
 - translation: mean distance after dividing each side by its mean depth (the training loss's
   normalisation), against the zero translation's.
 
-A ratio below 1 means the readout predicts motion better than predicting none; the training
-losses on one random clip are too noisy to tell. Also printed: the predicted / true mean depth
+A ratio below 1 means the readout predicts motion better than predicting none (printed per
+sequence, their mean, and the ratio of the mean errors, which a sequence that barely moves does
+not dominate); the training losses on one random clip are too noisy to tell. Also printed: the predicted / true mean depth
 (metric scale).
 
     python tools/window_pose_check.py --checkpoint recon/assets/checkpoints/tiny --out check.json
@@ -27,6 +28,7 @@ import torch
 
 from data.synth import SynthConfig, synthetic_sequence
 from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
+from recon.errors import ReconError
 from recon.files import atomic_write
 from recon.train.losses import mean_depth, rotation_geodesic, window_pairs_gt
 
@@ -66,10 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON report")
     args = parser.parse_args(argv)
-    model = load_model(args.checkpoint)
+    try:
+        model = load_model(args.checkpoint)
+    except ReconError as e:
+        print(f"window_pose_check: {e}", file=sys.stderr)
+        return 2
     rows = [check_sequence(model, s, args.num_frames, args.stride)
             for s in range(args.first_seed, args.first_seed + args.num_sequences)]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
+    # ratios of the mean errors (a sequence that barely moves does not dominate them)
+    pooled = {f"{part}_pooled_ratio": mean[part] / mean[f"{part}_no_motion"]
+              for part in ("rotation", "translation")}
     print("| seed | rotation, rad (no motion) | ratio | translation / mean depth (no motion) | ratio "
           "| depth scale |")
     print("|---|---|---|---|---|---|")
@@ -78,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
               f"| {r['rotation_ratio']:.3f} "
               f"| {r['translation']:.4f} ({r['translation_no_motion']:.4f}) | {r['translation_ratio']:.3f} "
               f"| {r['depth_scale_ratio']:.3f} |")
+    print(f"ratio of the mean errors: rotation {pooled['rotation_pooled_ratio']:.3f}, "
+          f"translation {pooled['translation_pooled_ratio']:.3f}")
     if args.out:
         text = json.dumps({"checkpoint": args.checkpoint, "settings": vars(args), "mean": mean,
-                           "per_sequence": rows}, indent=2)
+                           "pooled": pooled, "per_sequence": rows}, indent=2)
         atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
     return 0
 
