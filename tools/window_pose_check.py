@@ -10,8 +10,8 @@ compared with the ground truth ``inv(cam2world[t - j]) @ cam2world[t]``:
 
 A ratio below 1 means the readout predicts motion better than predicting none (printed per
 sequence, their mean, and the ratio of the mean errors, which a sequence that barely moves does
-not dominate); the training losses on one random clip are too noisy to tell. Also printed: the predicted / true mean depth
-(metric scale).
+not dominate); the training losses on one random clip are too noisy to tell. Also printed: the
+predicted / true mean depth (metric scale).
 
     python tools/window_pose_check.py --checkpoint recon/assets/checkpoints/tiny --out check.json
 """
