@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           description="Print parameter counts per component of a model config.")
     info.add_argument("config", help="preset name (tiny, small, base, large) or path to a model YAML")
     info.add_argument("--memory", default=None,
-                      help=f"override memory.type ({', '.join(MEMORY_TYPES)})")
+                      help=f"override memory.type ({', '.join(MEMORY_TYPES)}); the options of each "
+                           "type and their defaults are printed below the layout")
     info.add_argument("--json", action="store_true", help="print as JSON")
 
 
@@ -58,7 +59,8 @@ def describe(config: str, memory_type: str | None = None) -> dict:
         "num_heads": cfg.num_heads,
         "window": cfg.window,
         "memory": {"type": cfg.memory.type, "depths": list(cfg.memory.depths),
-                   "num_heads": cfg.memory.num_heads or cfg.num_heads, "options": cfg.memory.options},
+                   "num_heads": cfg.memory.num_heads or cfg.num_heads,
+                   "options": cfg.memory.options.kwargs(), "options_set": cfg.memory.options.changed()},
         "parameters": components,
         "total_parameters": _count(model),
         "initial_state_bytes_per_sequence": state.nbytes(),
@@ -76,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
           f"{info['num_heads']} heads, local window {info['window']} frames")
     mem = info["memory"]
     print(f"  memory: {mem['type']} after blocks {mem['depths']} ({mem['num_heads']} heads)"
-          + (f", options {mem['options']}" if mem["options"] else ""))
+          + (f", options {mem['options_set']}" if mem["options_set"] else ""))
+    if mem["options"]:
+        print("  memory options: " + ", ".join(f"{k}={v!r}" for k, v in mem["options"].items()))
     print(f"  {'component':<16}{'parameters':>14}")
     for name, n in info["parameters"].items():
         print(f"  {name:<16}{n:>14,}")

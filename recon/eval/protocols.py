@@ -25,8 +25,8 @@ import yaml
 from data.fit import POLICIES
 from data.schema import Sequence
 from recon.errors import ConfigError, InputError
-from recon.model.config import from_dict
 from recon.resources import config_dir
+from recon.typed import from_dict
 
 PROTOCOL_DIR = config_dir() / "eval"  # configs/eval/ (recon/configs/eval/ in a wheel)
 FULL = "full"

@@ -48,7 +48,7 @@ class Aggregator(nn.Module):
         mem_heads = cfg.memory.num_heads or cfg.num_heads
         memory = {}
         for i in sorted(cfg.memory.depths):
-            layer = build_memory(cfg.memory.type, cfg.dim, mem_heads, **cfg.memory.options)
+            layer = build_memory(cfg.memory.type, cfg.dim, mem_heads, cfg.memory.options)
             if layer is not None:
                 memory[str(i)] = MemoryBlock(cfg.dim, layer, cfg.mlp_ratio, cfg.memory.layer_scale)
         self.memory_blocks = nn.ModuleDict(memory)

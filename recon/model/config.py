@@ -11,21 +11,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from layers.registry import MEMORY_TYPES, memory_options
+from layers.registry import MEMORY_TYPES, MemoryOptions, parse_memory_options
 from recon.errors import ConfigError
 from recon.resources import config_dir
+from recon.typed import from_dict
 
 PRESET_DIR = config_dir() / "model"  # configs/model/ (recon/configs/model/ in a wheel)
 
-# Choice fields are Literal types: from_dict (via _coerce) is the one place that checks them.
+# Choice fields are Literal types: recon.typed.from_dict is the one place that checks them.
 MemoryType = Literal[tuple(MEMORY_TYPES)]  # the registry's names (layers.registry.MEMORY_TYPES)
 AutocastMode = Literal["bf16", "fp16", "none"]
 DepthActivation = Literal["exp", "softplus"]
@@ -54,14 +53,17 @@ class MemoryConfig:
         type: ``none``, ``gla``, ``elastic``, ``ttt`` or ``causal_attention`` (baseline).
         depths: aggregator block indices (0-based) after which a memory layer is inserted.
         num_heads: heads of the memory layers (default: the model's).
-        options: keyword options of the memory layer's constructor (checked against its signature).
+        options: the memory layer's options: a mapping such as ``{chunk_size: 32}`` in YAML,
+            parsed into the type's :class:`layers.registry.MemoryOptions` when the config is loaded
+            (:func:`validate`; unknown keys and wrong types raise ConfigError naming
+            ``model.memory.options.<key>``). A mapping until then, so jsonargparse reads ``{}``.
         layer_scale: initial LayerScale of the memory blocks' two residual branches (mixer, MLP).
     """
 
     type: MemoryType = "gla"
     depths: list[int] = field(default_factory=lambda: [1, 3])
     num_heads: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | MemoryOptions = field(default_factory=dict)
     layer_scale: float = 0.01
 
 
@@ -145,6 +147,8 @@ class ModelConfig:
         """Plain dict (YAML/JSON-serialisable)."""
         d = dataclasses.asdict(self)
         d["image_size"] = list(self.image_size)
+        # the options that differ from the type's defaults: {} when none is set, as configs write it
+        d["memory"]["options"] = parse_memory_options(self.memory.type, self.memory.options).changed()
         return d
 
     def signature(self) -> str:
@@ -152,55 +156,6 @@ class ModelConfig:
         d = self.to_dict()
         d.pop("name")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert ``value`` against type annotation ``tp``; ConfigError naming ``where``."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool) or value not in choices:
-            raise ConfigError(f"{where}: unknown {value!r}; valid: {', '.join(map(str, choices))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), where)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        items = [_coerce(v, args[i] if origin is tuple else args[0], f"{where}[{i}]")
-                 for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, str, bool) and (type(value) is not tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "model") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
 def validate(cfg: ModelConfig) -> ModelConfig:
@@ -221,19 +176,10 @@ def validate(cfg: ModelConfig) -> ModelConfig:
             f"model.memory.depths {mem.depths}: expected distinct block indices in [0, {cfg.depth})")
     if not 0.0 < mem.layer_scale <= 1.0:
         raise ConfigError(f"model.memory.layer_scale {mem.layer_scale}: expected a value in (0, 1]")
+    mem.options = parse_memory_options(mem.type, mem.options)
     heads = mem.num_heads or cfg.num_heads
     if cfg.dim % heads:
         raise ConfigError(f"model.memory.num_heads {heads} does not divide dim {cfg.dim}")
-    try:
-        valid = memory_options(mem.type)
-    except ValueError as e:
-        raise ConfigError(f"model.memory.type {mem.type!r}: {e}") from e
-    for key in mem.options:
-        if key not in valid:
-            raise ConfigError(
-                f"model.memory.options: unknown key {key!r} for type {mem.type!r}; valid keys: "
-                f"{', '.join(sorted(valid)) or '(none)'}"
-            )
     if cfg.architecture != ARCHITECTURE_VERSION:
         raise ConfigError(
             f"model.architecture {cfg.architecture}: this streamrecon builds architecture "

@@ -117,7 +117,7 @@ def test_state_stays_float32_under_bf16_autocast():
 
 
 def test_protocol_registry_and_cache_type():
-    layer = build_memory("gla", 48, 2, conv_size=2, gate_normalizer=8.0)
+    layer = build_memory("gla", 48, 2, {"conv_size": 2, "gate_normalizer": 8.0})
     assert isinstance(layer, GLAMemory) and isinstance(layer, MemoryLayer)
     assert {"head_dim", "conv_size", "gate_normalizer", "chunk_size"} <= set(memory_options("gla"))
     cache = layer.init_cache(3)

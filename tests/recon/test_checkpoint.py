@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from recon.checkpoint import (
     CONFIG_NAME,
+    DEFAULT_CHECKPOINT,
     WEIGHTS_NAME,
     load_model,
     read_lightning_checkpoint,
@@ -16,7 +18,7 @@ from recon.checkpoint import (
 )
 from recon.cli import main as recon_main
 from recon.errors import CheckpointError
-from recon.model import build_model
+from recon.model import build_model, load_model_config
 from recon.model.config import ARCHITECTURE_VERSION
 
 SMALL = {"name": "test", "image_size": [32, 48], "dim": 48, "depth": 2, "num_heads": 2, "window": 2,
@@ -145,3 +147,18 @@ def test_model_config_with_another_pose_slot_count_is_refused_by_name(tmp_path):
     match = "trained with head.pose_slots 3, the requested model config has 2"
     with pytest.raises(CheckpointError, match=match):
         load_model(path, model_config={**base, "head": {**SMALL["head"], "pose_slots": 2}})
+
+
+def test_shipped_checkpoint_config_builds_the_network_of_its_weights():
+    """The shipped config.yaml loads as written, keeps its recorded signature and builds the
+    parameter names and shapes stored in its safetensors file."""
+    written = yaml.safe_load((DEFAULT_CHECKPOINT / CONFIG_NAME).read_text())
+    cfg = load_model_config(written["model"])
+    assert cfg.signature() == written["signature"]
+    assert cfg.to_dict() == written["model"]
+    with torch.device("meta"):
+        model = build_model(cfg)
+    with safe_open(str(DEFAULT_CHECKPOINT / WEIGHTS_NAME), "pt") as f:
+        stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == stored
+    assert load_model(DEFAULT_CHECKPOINT).signature == written["signature"]

@@ -63,8 +63,25 @@ def test_unknown_top_level_key_names_key_and_valid_ones(tmp_path):
 def test_unknown_nested_key_and_memory_option():
     with pytest.raises(ConfigError, match=r"model\.memory: unknown key 'dephts'.*depths"):
         load_model_config("tiny", memory={"dephts": [1]})
-    with pytest.raises(ConfigError, match=r"unknown key 'bogus' for type 'causal_attention'.*qk_norm"):
+    with pytest.raises(ConfigError, match=r"model\.memory\.options\.bogus: unknown option of memory type "
+                                          r"'causal_attention'; valid options: qk_norm$"):
         load_model_config("tiny", memory={"type": "causal_attention", "options": {"bogus": 1}})
+
+
+def test_memory_options_from_yaml_are_typed_and_written_back_as_set(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("memory:\n  type: ttt\n  options: {form: parallel, update_hidden: false,"
+                    " weight_norm: false, muon_steps: 0, retention_frames: [4, 64]}\n")
+    cfg = load_model_config(path)
+    assert cfg.memory.options.form == "parallel" and cfg.memory.options.retention_frames == (4.0, 64.0)
+    written = cfg.to_dict()["memory"]["options"]
+    assert written == {"form": "parallel", "update_hidden": False, "weight_norm": False, "muon_steps": 0,
+                       "retention_frames": [4.0, 64.0]}
+    again = load_model_config(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert again == cfg and again.signature() == cfg.signature()
+    assert load_model_config("tiny").to_dict()["memory"]["options"] == {}
+    with pytest.raises(ConfigError, match=r"model\.memory\.options\.muon_steps: expected int, got 0\.5$"):
+        load_model_config("tiny", memory={"type": "ttt", "options": {"muon_steps": 0.5}})
 
 
 @pytest.mark.parametrize(
