@@ -15,3 +15,18 @@ def test_import_contracts_are_kept():
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Contracts: 2 kept, 0 broken." in proc.stdout
+
+
+def test_no_source_file_edits_sys_path():
+    # Tools run as modules from the repo root (python -m tools.X; tools/gpu_check.sh sets PYTHONPATH):
+    # no file of the packages, tools or tests reaches the project through sys.path edits.
+    import ast
+
+    offenders = []
+    for folder in ("recon", "layers", "data", "tools", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Attribute) and node.attr == "path"
+                        and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

@@ -15,7 +15,8 @@
 #   gpu_marked_tests  the other tests marked `gpu`                              (optional)
 #   bench_ttt_large   bench_ttt at 64 frames x 1024 tokens                      (optional)
 #   kernel_tests_slow the `slow` sweeps of the Triton kernel tests              (optional)
-# Optional sections are skipped (not failed) when the time budget is short.
+# Optional sections are skipped (not failed) when the time budget is short. The Python tools run as
+# modules (python -m tools.gpu_check_stream, ...) with PYTHONPATH set to the repo root.
 #
 # Mode: --gpu, --cpu-smoke (tiny sizes, kernels under the Triton interpreter), or auto: gpu when an
 # NVIDIA device is present, else cpu-smoke. Output: --out PATH, else $OUT/gpu_check.json when $OUT
@@ -180,7 +181,7 @@ fi
   echo "start=$T0"; echo "checks_start=$(date +%s.%N)"; echo "started_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$WORK/run.meta"
 
-run_section env 60 1 0 "${KENV[@]}" "$PY" tools/gpu_check_report.py env --mode "$MODE" --out "$WORK/env.result.json"
+run_section env 60 1 0 "${KENV[@]}" "$PY" -m tools.gpu_check_report env --mode "$MODE" --out "$WORK/env.result.json"
 
 if [ ${#TRITON_TESTS[@]} -gt 0 ]; then
   run_section kernel_tests 240 1 1 "${KENV[@]}" "${PYTEST[@]}" ${KPAR[@]+"${KPAR[@]}"} -m "gpu or not slow" \
@@ -190,24 +191,24 @@ else
 fi
 
 if [ "$MODE" = gpu ]; then
-  run_section bench_ttt 120 1 0 "$PY" tools/bench/bench_ttt.py --device cuda --repeats 10 \
+  run_section bench_ttt 120 1 0 "$PY" -m tools.bench.bench_ttt --device cuda --repeats 10 \
     --out "$WORK/bench_ttt.result.json"
-  run_section bench_gated_delta 120 1 0 "$PY" tools/bench/bench_gated_delta.py --device cuda --no-loop --repeats 10 \
+  run_section bench_gated_delta 120 1 0 "$PY" -m tools.bench.bench_gated_delta --device cuda --no-loop --repeats 10 \
     --out "$WORK/bench_gated_delta.result.json"
-  run_section train_step 150 1 0 "$PY" tools/gpu_check_train_step.py --preset small --device cuda \
+  run_section train_step 150 1 0 "$PY" -m tools.gpu_check_train_step --preset small --device cuda \
     --batch 2 --frames 8 16 --warmup 2 --repeats 5 --out "$WORK/train_step.result.json"
-  run_section stream_tiny 150 1 0 "$PY" tools/gpu_check_stream.py --config tiny --frames 1000 --device cuda \
+  run_section stream_tiny 150 1 0 "$PY" -m tools.gpu_check_stream --config tiny --frames 1000 --device cuda \
     --time-budget-s @TIME_BUDGET@ --out "$WORK/stream_tiny.result.json"
-  run_section stream_small 150 0 0 "$PY" tools/gpu_check_stream.py --config small --frames 1000 --device cuda \
+  run_section stream_small 150 0 0 "$PY" -m tools.gpu_check_stream --config small --frames 1000 --device cuda \
     --time-budget-s @TIME_BUDGET@ --out "$WORK/stream_small.result.json"
 else
-  run_section bench_ttt 90 1 0 "$PY" tools/bench/bench_ttt.py --device cpu --threads 1 --frames 4 --tokens 32 \
+  run_section bench_ttt 90 1 0 "$PY" -m tools.bench.bench_ttt --device cpu --threads 1 --frames 4 --tokens 32 \
     --dim 64 --heads 2 --repeats 1 --out "$WORK/bench_ttt.result.json"
-  run_section bench_gated_delta 60 1 0 "$PY" tools/bench/bench_gated_delta.py --device cpu --threads 1 --seq-len 256 \
+  run_section bench_gated_delta 60 1 0 "$PY" -m tools.bench.bench_gated_delta --device cpu --threads 1 --seq-len 256 \
     --heads 2 --repeats 1 --out "$WORK/bench_gated_delta.result.json"
-  run_section train_step 90 1 0 "$PY" tools/gpu_check_train_step.py --preset tiny --device cpu \
+  run_section train_step 90 1 0 "$PY" -m tools.gpu_check_train_step --preset tiny --device cpu \
     --batch 1 --frames 2 --warmup 1 --repeats 1 --out "$WORK/train_step.result.json"
-  run_section stream_tiny 120 1 0 "$PY" tools/gpu_check_stream.py --config tiny --frames 1000 --device cpu \
+  run_section stream_tiny 120 1 0 "$PY" -m tools.gpu_check_stream --config tiny --frames 1000 --device cpu \
     --time-budget-s @TIME_BUDGET@ --out "$WORK/stream_tiny.result.json"
   skip_section stream_small "cpu-smoke: the small preset is streamed on a GPU only"
 fi
@@ -220,7 +221,7 @@ else
 fi
 
 if [ "$MODE" = gpu ]; then
-  run_section bench_ttt_large 90 0 0 "$PY" tools/bench/bench_ttt.py --device cuda --frames 64 --tokens 1024 \
+  run_section bench_ttt_large 90 0 0 "$PY" -m tools.bench.bench_ttt --device cuda --frames 64 --tokens 1024 \
     --repeats 5 --out "$WORK/bench_ttt_large.result.json"
   run_section kernel_tests_slow 180 0 1 "${KENV[@]}" "${PYTEST[@]}" ${KPAR[@]+"${KPAR[@]}"} -m slow \
     --junitxml="$WORK/kernel_tests_slow.junit.xml" "${TRITON_TESTS[@]}"
@@ -230,7 +231,7 @@ else
 fi
 
 # ---------------------------------------------------------------- report
-"$REPORT_PY" tools/gpu_check_report.py assemble --work "$WORK" --out "$OUT_PATH"
+"$REPORT_PY" -m tools.gpu_check_report assemble --work "$WORK" --out "$OUT_PATH"
 rc=$?
 if [ ! -s "$OUT_PATH" ]; then  # the report itself broke: still leave one valid JSON file
   mkdir -p "$(dirname "$OUT_PATH")"

@@ -10,8 +10,8 @@ writes one JSON file (atomically): ``{"ok", "failed_sections", "mode", ..., "sec
 Only the standard library is needed here, so a report is written even when torch is broken.
 
 Usage (from tools/gpu_check.sh):
-    python tools/gpu_check_report.py env --mode gpu --out WORK/env.result.json
-    python tools/gpu_check_report.py assemble --work WORK --out gpu_check.json
+    python -m tools.gpu_check_report env --mode gpu --out WORK/env.result.json
+    python -m tools.gpu_check_report assemble --work WORK --out gpu_check.json
 """
 
 from __future__ import annotations
@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     p_asm.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.cmd == "env":
-        sys.path.insert(0, str(ROOT))
         info = probe_env(args.mode)
         args.out.write_text(json.dumps(info, indent=2) + "\n")
         for p in info["problems"]:

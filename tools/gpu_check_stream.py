@@ -7,8 +7,8 @@ process, and adds what a GPU run needs: ``torch.cuda.max_memory_allocated`` over
 size at the end (``state.nbytes()``) and latency quantiles. The preset's own memory type is used
 unless ``--memory`` names another.
 
-Usage:
-    python tools/gpu_check_stream.py --config tiny --frames 1000 --device cuda --out stream.json
+Usage (from the repo root, as a module; tools/gpu_check.sh exports ``PYTHONPATH`` to the root):
+    python -m tools.gpu_check_stream --config tiny --frames 1000 --device cuda --out stream.json
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
+import torch
 
-import torch  # noqa: E402
-
-from tools.bench.bench_stream import summarize, worker  # noqa: E402
+from tools.bench.bench_stream import summarize, worker
 
 
 def _quantile(xs: list[float], q: float) -> float:

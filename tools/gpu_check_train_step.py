@@ -8,8 +8,8 @@ the loss and every gradient are finite, and which parameters got no gradient. On
 API is used (``build_model``, ``model(video)``).
 
 Usage:
-    python tools/gpu_check_train_step.py --preset small --device cuda --frames 8 16 --out step.json
-    python tools/gpu_check_train_step.py --preset tiny --device cpu --batch 1 --frames 2 --repeats 1
+    python -m tools.gpu_check_train_step --preset small --device cuda --frames 8 16 --out step.json
+    python -m tools.gpu_check_train_step --preset tiny --device cpu --batch 1 --frames 2 --repeats 1
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without install
-
-import torch  # noqa: E402
+import torch
 
 
 def _sync(device: torch.device) -> None:

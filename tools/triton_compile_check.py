@@ -8,8 +8,10 @@ launch options as ``layers/ops/gated_delta/triton.py``, and checks each kernel's
 against the architecture's per-block limit. No GPU and no CUDA driver are needed.
 
 Usage:
-    .venv/bin/python tools/triton_compile_check.py          # K = V = 64 and 128, chunk 64, sm_90
-    .venv/bin/python tools/triton_compile_check.py --head-dim 32 --chunk-size 32 --json out.json
+    .venv/bin/python -m tools.triton_compile_check          # K = V = 64 and 128, chunk 64, sm_90
+    .venv/bin/python -m tools.triton_compile_check --head-dim 32 --chunk-size 32 --json out.json
+
+(from the repo root, as a module, or with the root on ``PYTHONPATH``).
 
 Exit status 0 when every kernel compiled within the limit, 1 otherwise (one line per kernel either way).
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -28,8 +29,6 @@ os.environ.pop("TRITON_INTERPRET", None)  # compile for real: before the kernels
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from layers.ops.gated_delta import triton as kernels  # noqa: E402
 

@@ -206,10 +206,10 @@ def _bundled_ptxas() -> bool:
 
 
 def _compile_check(*args: str) -> subprocess.CompletedProcess:
-    tool = Path(__file__).resolve().parents[2] / "tools" / "triton_compile_check.py"
+    root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run([sys.executable, "-m", "tools.triton_compile_check", *args], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=900)
 
 
 @pytest.mark.skipif(not _bundled_ptxas(), reason="needs the ptxas that ships with Triton's NVIDIA backend")
