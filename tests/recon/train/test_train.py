@@ -21,7 +21,7 @@ from recon.train.callbacks import TrainingDivergedError
 from recon.train.module import OptimConfig, ReconModule, lr_factor
 from recon.train.tbptt import TBPTTConfig, run_segments, segment_bounds
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NET = {
     "name": "test",
     "image_size": [32, 48],
