@@ -6,7 +6,7 @@
 # Sections (each with its wall time, status and result in the JSON; one failing section does not
 # stop the others; the exit status is 1 when any section failed, 2 for a usage error):
 #   env               python / torch / CUDA device / Triton mode / imports
-#   kernel_tests      tests/layers/test_*triton*.py, compiled Triton kernels (TRITON_INTERPRET unset)
+#   kernel_tests      tests/layers/ops/*/test_*triton*.py, compiled Triton kernels (TRITON_INTERPRET unset)
 #   bench_ttt         tools/bench/bench_ttt.py (its JSON)
 #   bench_gated_delta tools/bench/bench_gated_delta.py: Triton vs torch, and vs the transformers peer
 #   train_step        tools/gpu_check_train_step.py: small preset, bf16 autocast, fwd+bwd+AdamW
@@ -160,7 +160,7 @@ skip_section() {  # skip_section NAME REASON
 }
 
 shopt -s nullglob
-TRITON_TESTS=(tests/layers/test_*triton*.py)
+TRITON_TESTS=(tests/layers/ops/*/test_*triton*.py)
 GPU_TESTS=()
 for f in $(grep -rl --include='test_*.py' 'mark.gpu' tests | sort); do
   case " ${TRITON_TESTS[*]} " in *" $f "*) ;; *) GPU_TESTS+=("$f") ;; esac
@@ -187,7 +187,7 @@ if [ ${#TRITON_TESTS[@]} -gt 0 ]; then
   run_section kernel_tests 240 1 1 "${KENV[@]}" "${PYTEST[@]}" ${KPAR[@]+"${KPAR[@]}"} -m "gpu or not slow" \
     --junitxml="$WORK/kernel_tests.junit.xml" "${TRITON_TESTS[@]}"
 else
-  echo kernel_tests >>"$WORK/order"; record kernel_tests status=failed required=1 "reason=no tests/layers/test_*triton*.py"
+  echo kernel_tests >>"$WORK/order"; record kernel_tests status=failed required=1 "reason=no tests/layers/ops/*/test_*triton*.py"
 fi
 
 if [ "$MODE" = gpu ]; then

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from layers.ops.gla import chunk_gla, naive_recurrent_gla
-from tests.layers.test_gla_ops import assert_all_close, make_inputs, run_with_grads
+from tests.layers.ops.gla.test_gla_ops import assert_all_close, make_inputs, run_with_grads
 from tests.numerics import assert_rel_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -201,7 +201,7 @@ def test_kernels_compile_for_sm90_without_gpu(tmp_path):
     """The GPU compile path (not the interpreter) accepts every kernel variant: PTX + cubin for sm_90."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[4]
     res = subprocess.run(
         [sys.executable, "-c", GPU_COMPILE_SCRIPT],
         cwd=root,

@@ -16,7 +16,7 @@ from layers.ops.elastic import (
 )
 from layers.ops.ttt import FastWeights, fast_weight_linear_attention
 from layers.ops.ttt.swiglu import sequence_features
-from tests.layers.test_ttt_ops import make_inputs, random_retention
+from tests.layers.ops.ttt.test_ttt_ops import make_inputs, random_retention
 from tests.numerics import assert_rel_close
 
 F64 = torch.float64

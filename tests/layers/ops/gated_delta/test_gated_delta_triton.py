@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta
-from tests.layers.test_gated_delta_ops import NAMES, make_inputs, run_with_grads
+from tests.layers.ops.gated_delta.test_gated_delta_ops import NAMES, make_inputs, run_with_grads
 
 # the device, the skip without CUDA or the interpreter, and the IEEE-dots fixture of the GLA kernel tests
-from tests.layers.test_gla_triton import DEVICE, _ieee_dots, pytestmark  # noqa: F401
+from tests.layers.ops.gla.test_gla_triton import DEVICE, _ieee_dots, pytestmark  # noqa: F401
 from tests.numerics import assert_rel_close
 
 
@@ -206,7 +206,7 @@ def _bundled_ptxas() -> bool:
 
 
 def _compile_check(*args: str) -> subprocess.CompletedProcess:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[4]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.run([sys.executable, "-m", "tools.triton_compile_check", *args], capture_output=True,
                           text=True, env=env, cwd=root, timeout=900)
