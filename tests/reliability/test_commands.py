@@ -26,7 +26,7 @@ import yaml
 from recon.checkpoint import CONFIG_NAME, load_model
 from recon.errors import CheckpointError
 from recon.eval.report import REPORT_FORMAT
-from tests.recon.test_train import _recipe
+from tests.recon.train.test_train import _recipe
 from tests.reliability.conftest import assert_user_error, run_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ from recon.eval.report import _METRIC_PATHS as METRIC_PATHS
 from recon.eval.report import _TEXT_KEYS as TEXT_KEYS
 from recon.eval.report import markdown_report, merge_reports
 from recon.infer.sources import check_intrinsics, parse_intrinsics
-from tests.data import fixtures as fx
+from tests.data.readers import fixtures as fx
 from tests.reliability.conftest import assert_user_error, run_cli, run_cli_out
 from tests.reliability.test_commands import minimal_report
 

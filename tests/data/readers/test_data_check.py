@@ -10,7 +10,7 @@ import pytest
 
 from data import FORMATS, load_sequence
 from recon.cli import main
-from tests.data import fixtures as fx
+from tests.data.readers import fixtures as fx
 
 
 def test_check_clean_fixture_prints_summary(tmp_path, capsys):

@@ -12,7 +12,7 @@ import pytest
 
 from data import detect_format, load_sequence
 from recon.errors import ConfigError, InputError
-from tests.data import fixtures as fx
+from tests.data.readers import fixtures as fx
 
 
 def _quiet_load(root, **options):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data import FORMATS, load_sequence
-from tests.data import fixtures as fx
+from tests.data.readers import fixtures as fx
 
 FR1_K = np.array([[517.3, 0, 318.6], [0, 516.5, 255.3], [0, 0, 1]])
 SEVEN_RENDERED_K = np.array([[525.0, 0, 320.0], [0, 525.0, 240.0], [0, 0, 1]])

@@ -10,7 +10,7 @@ import pytest
 
 from data import load_sequence
 from recon.errors import ConfigError, InputError
-from tests.data import fixtures as fx
+from tests.data.readers import fixtures as fx
 
 
 def _write_video(path, images, fps=24.0):
