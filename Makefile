@@ -9,10 +9,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml tools/setup.sh
 	bash tools/setup.sh
 
-# the default suite, then the web viewer in a real browser (~80 s; CI runs this target)
 test: setup
 	$(PY) -m pytest -q
-	$(PY) -m pytest -q -m browser tests/browser
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
