@@ -40,6 +40,8 @@ import rerun.blueprint as rrb
 from recon.errors import InputError
 from recon.infer.frames import FramePrediction
 
+CLOSE_FLUSH_S = 10.0
+
 VIEWER_MODES = ("off", "spawn", "serve", "connect")
 DEFAULT_GRPC_PORT = 9876
 DEFAULT_WEB_PORT = 9090
@@ -287,8 +289,14 @@ class RerunLogger:
             self.close()
 
     def close(self) -> None:
-        """Flush and disconnect every sink: the .rrd gets its footer, a server stops."""
+        """Flush and disconnect every sink: the .rrd gets its footer, a server stops. The flush
+        waits at most ``CLOSE_FLUSH_S`` seconds (a slow or stuck web-viewer client must not keep
+        a Ctrl-C from ending the process); past that a warning says the .rrd may be incomplete."""
         if self._open:
             self._open = False
-            self.rec.flush()
+            try:
+                self.rec.flush(timeout_sec=CLOSE_FLUSH_S)
+            except Exception as e:  # rerun raises on the timeout; its type is not part of the API
+                print(f"rerun: the recording did not finish flushing within {CLOSE_FLUSH_S:.0f} s "
+                      f"({e}); a saved .rrd may be incomplete", flush=True)
             self.rec.disconnect()
