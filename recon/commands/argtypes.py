@@ -1,4 +1,4 @@
-"""Checked argparse types for numeric options: finite and in range, or a one-line usage error.
+"""Checked argparse types: numbers finite and in range, file paths, or a one-line usage error.
 
 ``type=finite_float(low=0, low_open=True)`` refuses ``nan``, ``inf``, text and values out of range
 at parse time, before anything is loaded, with a message that gives the range and the value
@@ -66,3 +66,15 @@ def bounded_int(low: int | None = None, high: int | None = None) -> Callable[[st
         return (low is None or value >= low) and (high is None or value <= high)
 
     return _checked_type(int, ok, "an integer" + (f" {rng}" if rng else ""), "bounded_int")
+
+
+def _is_file_path(text: str) -> bool:
+    from pathlib import Path
+
+    return bool(text.strip()) and not Path(text).is_dir()
+
+
+def file_path(expected: str = "a file path") -> Callable[[str], str]:
+    """An argparse type: a non-empty path that is not an existing folder (checked at parse time,
+    so a writer never gets ``''`` or a directory)."""
+    return _checked_type(str, _is_file_path, f"{expected} (not empty, not a folder)", "file_path")

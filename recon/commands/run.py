@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from recon.commands.argtypes import bounded_int, finite_float
+from recon.commands.argtypes import bounded_int, file_path, finite_float
 
 NAME = "run"
 HELP = "stream a video / image folder / dataset sequence / webcam through the model"
@@ -89,7 +89,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="bound on what --rerun serve buffers for viewers that connect late, e.g. 512MB, 2GiB, 25%% "
         "(of RAM; default 1GiB); past it the oldest frames are dropped from the server",
     )
-    parser.add_argument("--rrd", default=None, help="save the Rerun recording to this .rrd file")
+    parser.add_argument("--rrd", default=None, type=file_path("an .rrd file path"),
+                        help="save the Rerun recording to this .rrd file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

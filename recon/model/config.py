@@ -169,6 +169,9 @@ def validate(cfg: ModelConfig) -> ModelConfig:
             f"model.dim {cfg.dim} / num_heads {cfg.num_heads} must be an even head width >= 6")
     if cfg.depth < 1 or cfg.window < 1:
         raise ConfigError(f"model.depth ({cfg.depth}) and model.window ({cfg.window}) must be >= 1")
+    if not (cfg.mlp_ratio > 0 and cfg.mlp_ratio < float("inf")) or int(cfg.dim * cfg.mlp_ratio) < 1:
+        raise ConfigError(f"model.mlp_ratio {cfg.mlp_ratio}: expected a finite ratio > 0 "
+                          f"(an MLP of at least 1 channel at dim {cfg.dim})")
     mem = cfg.memory
     bad = [d for d in mem.depths if not 0 <= d < cfg.depth]
     if bad or len(set(mem.depths)) != len(mem.depths):

@@ -36,3 +36,19 @@ def test_unknown_subcommand_exits_nonzero_without_traceback():
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "invalid choice" in out.stderr
+
+
+def test_an_empty_or_folder_rrd_path_is_a_usage_error(tmp_path, capsys):
+    """`--rrd ''` or a folder used to reach rerun and raise from its file sink: now argparse
+    refuses it (exit 2, one line naming the option), before any output is written."""
+    import pytest
+
+    for command in (["demo", "--out", str(tmp_path / "demo")], ["run", str(tmp_path / "none.mp4")]):
+        for bad in ("", str(tmp_path)):
+            with pytest.raises(SystemExit) as err:
+                main([*command, "--rrd", bad])
+            assert err.value.code == 2
+            message = capsys.readouterr().err
+            assert "argument --rrd: expected an .rrd file path (not empty, not a folder)" in message
+            assert "Traceback" not in message
+    assert not (tmp_path / "demo").exists()

@@ -98,6 +98,10 @@ def test_memory_options_from_yaml_are_typed_and_written_back_as_set(tmp_path):
                      r"model\.head\.depth_activation: unknown 'relu'; valid: exp, softplus$",
                      id="head-choice"),
         pytest.param({"autocast": True}, r"model\.autocast: unknown True", id="choice-not-bool"),
+        pytest.param({"mlp_ratio": 0.0}, r"model\.mlp_ratio 0\.0: expected a finite ratio > 0",
+                     id="mlp-zero"),
+        pytest.param({"mlp_ratio": float("nan")}, r"model\.mlp_ratio nan", id="mlp-nan"),
+        pytest.param({"mlp_ratio": 1e-4}, r"at least 1 channel at dim 192", id="mlp-empty"),
     ],
 )
 def test_invalid_values_raise_config_error(override, pattern):
