@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from recon.commands.argtypes import bounded_int
-from recon.commands.run import add_run_options, print_summary, wait_while_serving
+from recon.commands.run import add_run_options, exit_after_run, print_summary, served_loggers
 
 NAME = "demo"
 HELP = "generate a synthetic video, reconstruct it with the shipped model, report accuracy"
@@ -76,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
     source = load_sequence(folder, format="tum")
     print(f"streaming {folder} ({len(source)} frames) through {checkpoint}")
     # the demo owns OUT/run: a rerun replaces the previous demo's run (only the files it wrote)
-    serving: list = []
-    try:
+    with served_loggers() as serving:
         summary = run_source(
             source, RunOptions.from_args(args, overwrite=True), out / "run", scorer=GroundTruthScorer(),
             extra_settings={"demo_data": str(folder)}, serving=serving,
@@ -86,10 +85,4 @@ def main(args: argparse.Namespace) -> int:
         if args.rrd:
             print(f"Rerun recording: {args.rrd} (view it with: .venv/bin/rerun {args.rrd})")
         (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if summary["status"] == "interrupted":
-            return 130
-        wait_while_serving(serving)
-    finally:
-        for logger in serving:
-            logger.close()
-    return 0
+        return exit_after_run(summary, serving)

@@ -13,6 +13,7 @@ leaving valid files for every finished frame (summary.json then says "interrupte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -166,17 +167,31 @@ def main(args: argparse.Namespace) -> int:
     from recon.infer.sources import open_source
 
     source = open_source(args.source, args.format, args.fov)
-    serving: list = []
-    try:
+    with served_loggers() as serving:
         summary = run_source(source, RunOptions.from_args(args), args.out, scorer=GroundTruthScorer(),
                              serving=serving)
         print_summary(summary, args.out)
-        if summary["status"] == "interrupted":
-            return 130
-        wait_while_serving(serving)
+        return exit_after_run(summary, serving)
+
+
+@contextlib.contextmanager
+def served_loggers():
+    """The list ``run_source`` fills with the Rerun loggers that still serve after a run; every
+    one is closed when the block ends (normally, on Ctrl-C or on an error)."""
+    serving: list = []
+    try:
+        yield serving
     finally:
         for logger in serving:
             logger.close()
+
+
+def exit_after_run(summary: dict, serving: list) -> int:
+    """The exit code of a finished ``recon run`` / ``recon demo``: 130 when the run was interrupted;
+    otherwise keep serving (until Ctrl-C) and 0."""
+    if summary["status"] == "interrupted":
+        return 130
+    wait_while_serving(serving)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,13 @@ import torch.nn.functional as F
 from layers.ops.gated_delta import chunk_gated_delta, naive_recurrent_gated_delta
 from layers.ops.gated_delta.chunk import torch_chunk_gated_delta
 from tools.bench.bench_gla import rel_rms
-from tools.bench.common import markdown_table, synchronize, write_json
+from tools.bench.common import (
+    add_linear_attention_arguments,
+    apply_threads,
+    markdown_table,
+    synchronize,
+    write_json,
+)
 
 
 def make_inputs(B: int, T: int, H: int, K: int, V: int, device: str, per_head: bool, seed: int = 0):
@@ -121,21 +126,10 @@ def measure(methods, inputs, repeats, device, reference):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--key-dim", type=int, default=64)
-    parser.add_argument("--value-dim", type=int, default=64)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls of each chunked form")
-    parser.add_argument("--loop-repeats", type=int, default=1, help="timed calls of the token loop")
+    add_linear_attention_arguments(parser, repeats=7)
     parser.add_argument("--no-loop", action="store_true", help="leave the token loop out (it takes a while)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     B, T, H, K, V, C = args.batch, args.seq_len, args.heads, args.key_dim, args.value_dim, args.chunk_size
     cuda = args.device.startswith("cuda")
     shape = (f"B={B} T={T} H={H} K={K} V={V} C={C}, fwd+bwd, device={args.device},"

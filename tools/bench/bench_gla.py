@@ -18,13 +18,18 @@ and writes the same numbers (every timed call, the environment) as JSON with ``-
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from layers.ops.gla import chunk_gla, naive_recurrent_gla
-from tools.bench.common import markdown_table, time_call, write_json
+from tools.bench.common import (
+    add_linear_attention_arguments,
+    apply_threads,
+    markdown_table,
+    time_call,
+    write_json,
+)
 
 
 def make_inputs(B: int, T: int, H: int, K: int, V: int, device: str, seed: int = 0) -> list[torch.Tensor]:
@@ -55,20 +60,9 @@ def rel_rms(ref: torch.Tensor, x: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq-len", type=int, default=4096)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--key-dim", type=int, default=64)
-    parser.add_argument("--value-dim", type=int, default=64)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls of the chunked form")
-    parser.add_argument("--loop-repeats", type=int, default=1, help="timed calls of the token loop")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    add_linear_attention_arguments(parser, repeats=5)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
 
     B, T, H, K, V = args.batch, args.seq_len, args.heads, args.key_dim, args.value_dim
     inputs = make_inputs(B, T, H, K, V, args.device)

@@ -136,3 +136,27 @@ def write_json(path: str | os.PathLike, name: str, rows: Sequence[dict[str, Any]
     text = json.dumps(payload, indent=2, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
+
+
+def add_linear_attention_arguments(parser, repeats: int) -> None:
+    """The options every linear-attention op benchmark takes (``bench_gla``, ``bench_gated_delta``):
+    the input shape (B, T, H, K, V), the chunk size, timed repeats of the chunked forms
+    (default ``repeats``) and of the token loop, the device, torch CPU threads and the JSON path;
+    ``--threads`` is applied by :func:`apply_threads`."""
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--key-dim", type=int, default=64)
+    parser.add_argument("--value-dim", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed calls of each chunked form")
+    parser.add_argument("--loop-repeats", type=int, default=1, help="timed calls of the token loop")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+
+
+def apply_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given."""
+    if threads:
+        torch.set_num_threads(threads)
