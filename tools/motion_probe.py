@@ -65,8 +65,8 @@ def sample_pairs(scenes: list[dict], n: int, rng: np.random.Generator):
         focal.append(scene["focal"])
         rotvec.append(Rotation.from_matrix(rel[:3, :3]).as_rotvec())
         trans.append(rel[:3, 3] / scene["mean_depth"][s])
-    as_t = lambda x: torch.from_numpy(np.asarray(x)).float()  # noqa: E731
-    return torch.stack(cur), torch.stack(ear), as_t(focal), as_t(rotvec), as_t(trans)
+    focal_t, rotvec_t, trans_t = (torch.from_numpy(np.asarray(x)).float() for x in (focal, rotvec, trans))
+    return torch.stack(cur), torch.stack(ear), focal_t, rotvec_t, trans_t
 
 
 class PoseProbe(nn.Module):
