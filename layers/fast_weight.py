@@ -12,9 +12,19 @@ One switch, ``form``, picks how a clip is computed:
   clip (:func:`layers.ops.ttt.fast_weight_linear_attention` with the subclass's decay
   ``components``); the cache holds the fast weight's deviation from the slow weight
   (:attr:`FastWeightCache.state`, fixed size).
-- ``form="sequential"``: the recurrence, one ``step`` per frame (every option of the subclass);
-  the cache holds the recurrent state (:attr:`FastWeightCache.recurrent`).
+- ``form="sequential"``: the recurrence, one update per chunk of ``chunk_frames`` frames (every
+  option of the subclass); the cache holds the recurrent state (:attr:`FastWeightCache.recurrent`).
 Both forms keep their states in float32 (autocast is switched off around them).
+
+Large chunks (``chunk_frames = n > 1``, sequential form only, LaCT / FSM style): the fast weights
+take one update per n frames. Every frame of a chunk reads the weights left by the previous chunk
+(apply-then-update; ``inclusive`` would let a frame see later frames of its chunk, so it needs
+n = 1). The update of a chunk is a sum over its tokens of terms taken at those same weights, so a
+stream accumulates it frame by frame in :attr:`FastWeightCache.pending` (three tensors the shapes of
+the fast weights: the state stays the same size at every frame) and applies it (Muon, weight norm,
+consolidation, retention) when the chunk's n-th frame arrives. A whole clip does the same per chunk
+with one matmul, so both give the same output; a chunk may straddle clip (or TBPTT segment)
+boundaries.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layers.ops.ttt.parallel import fast_weight_linear_attention, initial_fast_state
-from layers.ops.ttt.swiglu import FastWeights, sequence_features
+from layers.ops.ttt.swiglu import FastWeights, fast_weight_read, inner_loss_updates, sequence_features
 
 FORMS = ("parallel", "sequential")
 
@@ -156,18 +166,25 @@ class FastWeightCache:
             (see :func:`layers.ops.ttt.fast_weight_linear_attention`; w1 = slow weight + their sum).
         recurrent: (sequential form) the recurrence's state: the fast weights (TTT, with momentum
             buffers) or the fast weights, anchors and importance EMAs (elastic), head-first.
+        pending: (sequential form, ``chunk_frames > 1``) the summed updates (u0, u1, u2; None for a
+            weight that is not updated) of the frames of the current chunk seen so far, zeros at a
+            chunk start; None with one update per frame.
+        pending_frames: how many frames of the current chunk ``pending`` holds (0 .. chunk_frames - 1).
     """
 
     state: torch.Tensor | None = None
     recurrent: Any = None
+    pending: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None] | None = None
+    pending_frames: int = 0
 
 
 class FastWeightMemory(nn.Module):
     """Base of the fast-weight memories: projections, retention, and the two forms of one clip.
 
     A subclass sets ``name``, registers its own parameters after ``super().__init__`` and defines
-    the hooks :meth:`parallel_parts`, :meth:`components` (parallel form), :meth:`initial_recurrent`
-    and :meth:`step` (sequential form).
+    the hooks :meth:`parallel_parts`, :meth:`components` (parallel form), :meth:`initial_recurrent`,
+    :meth:`weights_of` and :meth:`apply` (sequential form; the base reads the fast weights and takes
+    the inner-loss gradients, :mod:`layers.ops.ttt.swiglu`).
 
     Args:
         dim: token width C; num_heads: H (C divisible by H).
@@ -175,17 +192,27 @@ class FastWeightMemory(nn.Module):
         hidden_ratio: fast hidden width Dh = hidden_ratio * C / H.
         base_lr: initial per-token learning rate.
         inclusive: a frame reads the fast weights after its own update (else before).
+        chunk_frames: frames per fast-weight update (>= 1; > 1 needs the sequential form and
+            ``inclusive=False``).
     """
 
     name = "FastWeightMemory"
+    update_hidden = False  # subclasses: whether w0 / w2 take updates too
 
     def __init__(self, dim: int, num_heads: int, form: str, hidden_ratio: float, base_lr: float,
-                 inclusive: bool) -> None:
+                 inclusive: bool, chunk_frames: int = 1) -> None:
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"{self.name}: form must be 'parallel' or 'sequential', got {form!r}")
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"{self.name}: chunk_frames must be an int >= 1, got {chunk_frames!r}")
+        if chunk_frames > 1 and (form != "sequential" or inclusive):
+            raise ValueError(
+                f"{self.name}: chunk_frames > 1 needs form='sequential' and inclusive=False (got form "
+                f"{form!r}, inclusive={inclusive})"
+            )
         self.io = FastWeightIO(dim, num_heads, hidden_ratio, base_lr, self.name)
-        self.dim, self.form, self.inclusive = dim, form, inclusive
+        self.dim, self.form, self.inclusive, self.chunk_frames = dim, form, inclusive, chunk_frames
         self.retention: LearnedRetention | None = None
 
     def gamma(self) -> torch.Tensor | None:
@@ -206,15 +233,19 @@ class FastWeightMemory(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} defines initial_recurrent for form='sequential'")
 
     def sequence_context(self, batch_size: int) -> dict[str, Any]:
-        """What every :meth:`step` of one clip shares, computed once per clip: the retention
+        """What every chunk update (:meth:`apply`) of one clip shares, computed once per clip: the retention
         ``gamma`` [H, Dh] (None when off) and the slow weights it relaxes toward (``origin``)."""
         gamma = self.gamma()
         return {"gamma": gamma, "origin": None if gamma is None else self.io.slow_weights(batch_size)}
 
-    def step(self, q, k, v, eta, recurrent, context: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-        """One frame of the sequential form: head-first q, k, v [B, H, P, K], eta [B, H, P] and the
-        clip's :meth:`sequence_context` -> (o [B, H, P, V], recurrent state after the frame)."""
-        raise NotImplementedError(f"{type(self).__name__} defines step for form='sequential'")
+    def weights_of(self, recurrent: Any) -> FastWeights:
+        """The fast weights held in a sequential-form state."""
+        raise NotImplementedError(f"{type(self).__name__} defines weights_of for form='sequential'")
+
+    def apply(self, updates, recurrent: Any, context: dict[str, Any]) -> Any:
+        """The sequential form's update of one chunk: ``updates`` (u0, u1, u2; the negative gradients of
+        the chunk's inner loss at the weights of ``recurrent``) -> the state after the chunk."""
+        raise NotImplementedError(f"{type(self).__name__} defines apply for form='sequential'")
 
     # -- the two forms -----------------------------------------------------------------------------
     def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> FastWeightCache:
@@ -222,7 +253,16 @@ class FastWeightMemory(nn.Module):
         slow = self.io.slow_weights(batch_size)
         if self.form == "parallel":
             return FastWeightCache(state=initial_fast_state(slow.w1, self.parallel_parts()).to(device))
-        return FastWeightCache(recurrent=self.initial_recurrent(slow, device))
+        recurrent = self.initial_recurrent(slow, device)
+        pending = None
+        if self.chunk_frames > 1:
+            pending = self._zero_updates(self.weights_of(recurrent))
+        return FastWeightCache(recurrent=recurrent, pending=pending)
+
+    def _zero_updates(self, weights: FastWeights):
+        hidden = self.update_hidden
+        return (torch.zeros_like(weights.w0) if hidden else None, torch.zeros_like(weights.w1),
+                torch.zeros_like(weights.w2) if hidden else None)
 
     def forward(
         self, x: torch.Tensor, cache: FastWeightCache | None = None
@@ -261,10 +301,28 @@ class FastWeightMemory(nn.Module):
     def _sequential(self, q, k, v, eta, P, T, cache):
         qh, kh, vh, etah = (t.transpose(1, 2) for t in (q, k, v, eta))
         context = self.sequence_context(q.shape[0])
-        recurrent, outs = cache.recurrent, []
-        for t in range(T):
-            s = slice(t * P, (t + 1) * P)
-            o_t, recurrent = self.step(qh[:, :, s], kh[:, :, s], vh[:, :, s], etah[:, :, s], recurrent,
-                                       context)
-            outs.append(o_t)
-        return torch.cat(outs, dim=2).transpose(1, 2), FastWeightCache(recurrent=recurrent)
+        recurrent, pending, filled = cache.recurrent, cache.pending, cache.pending_frames
+        n, outs, t = self.chunk_frames, [], 0
+        if n > 1 and (pending is None or not 0 <= filled < n):
+            raise TypeError(f"{self.name}: cache has no pending chunk (from init_cache of a layer with "
+                            f"chunk_frames={n}), got pending_frames={filled}")
+        while t < T:
+            m = min(n - filled, T - t)  # frames of this segment: up to the end of the current chunk
+            s = slice(t * P, (t + m) * P)
+            q_s, k_s, v_s, eta_s = qh[:, :, s], kh[:, :, s], vh[:, :, s], etah[:, :, s]
+            weights = self.weights_of(recurrent)
+            if not self.inclusive:
+                outs.append(fast_weight_read(q_s, weights))
+            updates = inner_loss_updates(k_s, v_s, eta_s, weights, self.update_hidden)
+            if n > 1:
+                updates = tuple(None if u is None else p + u for p, u in zip(pending, updates, strict=True))
+            filled, t = filled + m, t + m
+            if filled == n:
+                recurrent, filled = self.apply(updates, recurrent, context), 0
+                pending = None if n == 1 else self._zero_updates(weights)
+            else:
+                pending = updates
+            if self.inclusive:
+                outs.append(fast_weight_read(q_s, self.weights_of(recurrent)))
+        cache = FastWeightCache(recurrent=recurrent, pending=pending, pending_frames=filled)
+        return torch.cat(outs, dim=2).transpose(1, 2), cache

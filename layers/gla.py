@@ -6,6 +6,8 @@ token by token across frames (a token sees every earlier token and itself):
     q, k, v  = short causal depthwise conv (then SiLU) of linear projections of x, per head
     q, k     = L2-normalised per head
     g        = clamp(logsigmoid(W_g2 W_g1 x + b_g) / gate_normalizer, min=gate_min)   per key channel
+               (``decay="head"``: one scalar per head and token, HorizonStream's ablation "without
+               channel-wise gating")
     S_t      = diag(exp g_t) S_{t-1} + k_t v_t^T,   o_t = K^-1/2 q_t^T S_t          (layers.ops.gla)
                or, with ``delta_rule=True`` (the default), the gated delta rule (layers.ops.gated_delta):
     S_t      = (I - beta_t k_t k_t^T) diag(exp g_t) S_{t-1} + beta_t k_t v_t^T,  beta = sigmoid(W_b x)
@@ -27,6 +29,8 @@ from torch import nn
 
 from layers.ops.gated_delta import chunk_gated_delta
 from layers.ops.gla import chunk_gla
+
+DECAYS = ("channel", "head")
 
 
 @dataclass
@@ -63,6 +67,8 @@ class GLAMemory(nn.Module):
         delta_rule: write with the gated delta rule (per-head write strength ``beta``), as
             HorizonStream's released model does (the default); ``False`` = the plain additive GLA
             write.
+        decay: ``"channel"`` (a log-decay per key channel, the default) or ``"head"`` (one scalar
+            log-decay per head and token, shared by its K channels), for either write.
 
     Example:
         >>> layer = GLAMemory(64, 2)
@@ -86,6 +92,7 @@ class GLAMemory(nn.Module):
         chunk_size: int = 64,
         backend: str | None = None,
         delta_rule: bool = True,
+        decay: str = "channel",
     ) -> None:
         super().__init__()
         if dim < 1 or num_heads < 1:
@@ -107,6 +114,9 @@ class GLAMemory(nn.Module):
             raise ValueError(f"GLAMemory: chunk_size must be a power of two, got {chunk_size}")
         if backend not in (None, "torch", "triton"):
             raise ValueError(f"GLAMemory: backend must be None, 'torch' or 'triton', got {backend!r}")
+        if decay not in DECAYS:
+            raise ValueError(f"GLAMemory: decay must be one of {DECAYS}, got {decay!r}")
+        self.decay = decay
         self.num_heads, self.key_dim = num_heads, head_dim
         self.value_dim = max(1, round(expand_v * head_dim))
         self.conv_size, self.gate_normalizer, self.gate_min = conv_size, gate_normalizer, gate_min
@@ -116,7 +126,7 @@ class GLAMemory(nn.Module):
         self.qkv = nn.Linear(dim, self.qkv_dim, bias=False)
         self.conv = nn.Conv1d(self.qkv_dim, self.qkv_dim, conv_size, groups=self.qkv_dim, bias=False)
         self.gate_down = nn.Linear(dim, gate_low_rank, bias=False)
-        self.gate_up = nn.Linear(gate_low_rank, H * K)
+        self.gate_up = nn.Linear(gate_low_rank, H * K if decay == "channel" else H)
         with torch.no_grad():
             self.gate_up.bias.uniform_(*gate_bias_range)
         self.beta_proj = nn.Linear(dim, H) if delta_rule else None
@@ -175,13 +185,16 @@ class GLAMemory(nn.Module):
         v = v.reshape(B, L, H, V)
 
         gate = self.gate_up(self.gate_down(tokens)).float()
-        g = (F.logsigmoid(gate) / self.gate_normalizer).clamp(min=self.gate_min).reshape(B, L, H, K)
+        g = (F.logsigmoid(gate) / self.gate_normalizer).clamp(min=self.gate_min)
+        g = g.reshape(B, L, H, K) if self.decay == "channel" else g.reshape(B, L, H)
         if self.delta_rule:
             beta = torch.sigmoid(self.beta_proj(tokens).float())  # [B, L, H]
             o, state = chunk_gated_delta(q, k, v.to(q.dtype), g, beta.to(q.dtype), initial_state=cache.state,
                                          output_final_state=True, chunk_size=self.chunk_size,
                                          backend=self.backend)
         else:
+            if g.dim() == 3:  # one decay per head: the same for its K channels
+                g = g.unsqueeze(-1).expand(B, L, H, K)
             o, state = chunk_gla(q, k, v.to(q.dtype), g, initial_state=cache.state, output_final_state=True,
                                  chunk_size=self.chunk_size, backend=self.backend)
         o = self.out_norm(o.to(x.dtype)) * torch.sigmoid(self.out_gate(tokens)).reshape(B, L, H, V)

@@ -16,7 +16,9 @@ Every class takes ``(dim, num_heads, **options)`` and follows the protocol of :m
 Its options are a frozen dataclass here, with the constructor's defaults (a test holds them equal
 to the constructor's signature); :func:`parse_memory_options` turns a config mapping into one and
 is the one place option names, types and choices are checked (``ConfigError`` naming
-``model.memory.options.<key>``). Value ranges and combinations are the constructors' to check.
+``model.memory.options.<key>``), and the combinations of options that do not fit together
+(:meth:`MemoryOptions.check`: elastic's faithful mode, ``chunk_frames``). Value ranges are the
+constructors' to check.
 Modules are imported on first use, so listing types and options does not import torch, and a
 missing optional layer only fails when it is built.
 
@@ -51,6 +53,14 @@ class MemoryOptions:
         """Every option by name, as the constructor's keyword arguments."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def check(self) -> list[tuple[str, str]]:
+        """Combinations of options that do not fit together: (option, why) pairs, empty if none.
+
+        Checked when a config is parsed (:func:`parse_memory_options`), so a bad arm fails before
+        anything is built; the constructors check the same combinations for direct use.
+        """
+        return []
+
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults, YAML/JSON-ready (tuples as lists).
 
@@ -80,6 +90,7 @@ class GLAOptions(MemoryOptions):
     chunk_size: int = 64
     backend: Literal["torch", "triton"] | None = None  # None: triton on CUDA when it is available
     delta_rule: bool = True
+    decay: Literal["channel", "head"] = "channel"  # layers.gla.DECAYS
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,12 @@ class ElasticOptions(MemoryOptions):
     anchor: Literal["global", "streaming", "streaming-ema"] = "streaming-ema"  # ... ANCHOR_POLICIES
     importance_decay: float = 0.9
     update_hidden: bool = False
-    retention_frames: tuple[float, float] | None = (8.0, 512.0)  # layers.fast_weight.DEFAULT_RETENTION_FRAMES
+    retention_frames: tuple[float, float] | Literal["auto"] | None = "auto"  # auto: per mode
+    mode: Literal["reduced", "faithful"] = "reduced"  # layers.elastic.MODES
+    chunk_frames: int = 1
+
+    def check(self) -> list[tuple[str, str]]:
+        return elastic_option_conflicts(self.kwargs(), pairs=True)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,53 @@ class TTTOptions(MemoryOptions):
     muon_steps: int = 5
     momentum: float = 0.0
     retention_frames: tuple[float, float] | Literal["auto"] | None = "auto"  # auto: per form
+    chunk_frames: int = 1
+
+    def check(self) -> list[tuple[str, str]]:
+        return chunk_frames_conflicts(self.chunk_frames, self.form, self.inclusive)
+
+
+REDUCED_ONLY = ("form", "learn_lam", "learn_beta", "importance_init", "update_hidden")
+"""Elastic options of reduced mode only: faithful mode fixes what they choose."""
+
+
+def chunk_frames_conflicts(chunk_frames: Any, form: str, inclusive: bool) -> list[tuple[str, str]]:
+    """A fast-weight memory's ``chunk_frames``: an int >= 1; > 1 needs the sequential recurrence
+    (``form``) and ``inclusive=False`` (a frame must not read an update made from later frames)."""
+    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
+        return [("chunk_frames", f"expected an int >= 1, got {chunk_frames!r}")]
+    if chunk_frames > 1 and form != "sequential":
+        return [("chunk_frames", f"{chunk_frames} frames per update needs form='sequential' (got {form!r})")]
+    if chunk_frames > 1 and inclusive:
+        return [("inclusive", "inclusive=True needs chunk_frames=1 (a frame would read an update made "
+                              "from later frames of its chunk)")]
+    return []
+
+
+def elastic_option_conflicts(options: dict[str, Any], pairs: bool = False) -> list:
+    """What does not fit in a set of elastic options (any subset of :class:`ElasticOptions`' fields).
+
+    Faithful mode takes lam, beta, estimator (not ``"static"``), anchor, importance_decay,
+    inclusive, retention_frames, chunk_frames, hidden_ratio and base_lr; the options in
+    ``REDUCED_ONLY`` must stay at their defaults there. Returns messages, or (option, message)
+    pairs with ``pairs=True``.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(ElasticOptions)}
+    out: list[tuple[str, str]] = []
+    faithful = options.get("mode", "reduced") == "faithful"
+    if faithful:
+        taken = [k for k in defaults if k not in REDUCED_ONLY]
+        for key in REDUCED_ONLY:
+            if key in options and options[key] != defaults[key]:
+                out.append((key, f"option {key!r} is for mode='reduced' only; mode='faithful' takes: "
+                                 f"{', '.join(taken)}"))
+        if options.get("estimator") == "static":
+            out.append(("estimator", "mode='faithful' needs a data-dependent estimator (abs, sq, si; "
+                                     "FSM's configs use si), got 'static'"))
+    if "chunk_frames" in options:
+        form = "sequential" if faithful else options.get("form", defaults["form"])
+        out += chunk_frames_conflicts(options["chunk_frames"], form, options.get("inclusive", False))
+    return out if pairs else [f"{k}: {m}" for k, m in out]
 
 
 @dataclass(frozen=True)
@@ -190,7 +253,10 @@ def parse_memory_options(name: str, data: Any, where: str = "model.memory.option
             if key not in valid:
                 raise ConfigError(f"{where}.{key}: unknown option of memory type {name!r}; valid options: "
                                   f"{', '.join(valid) or '(none)'}")
-    return from_dict(cls, data, where)
+    options = from_dict(cls, data, where)
+    for key, why in options.check():
+        raise ConfigError(f"{where}.{key}: {why}")
+    return options
 
 
 def build_memory(name: str, dim: int, num_heads: int,

@@ -1,10 +1,15 @@
-"""TTT memory (LaCT-style SwiGLU fast weights), one fast-weight update per frame.
+"""TTT memory (LaCT-style SwiGLU fast weights), one fast-weight update per chunk of frames.
 
 A :class:`layers.fast_weight.FastWeightMemory`: per-head queries, keys (L2-normalised), values and
 a per-token learning rate ``eta = softplus(W_eta x + b)`` (float32); the fast weight
 ``f(x) = (silu(x w0) * (x w2)) w1`` of every head takes one step of the LaCT dot-product inner
 loss per frame (:mod:`layers.ops.ttt`), and the read-out ``f(q)`` goes through a per-head RMSNorm
 and an output projection. The initial fast weights are learned (slow) parameters.
+
+LaCT is a large-chunk method (thousands of tokens per update): ``chunk_frames = n`` makes one update
+span n frames (sequential form; every frame of a chunk reads the weights of the previous chunks,
+:mod:`layers.fast_weight`). The LaCT arm of the memory ablation is the default sequential form
+(hidden update, Muon 5, weight norm) with ``chunk_frames > 1``.
 
 Two forms (the base's ``form`` switch):
 - ``form="sequential"`` (default): the original recurrence, with every LaCT option (update of the
@@ -25,7 +30,7 @@ import torch
 
 from layers.fast_weight import DEFAULT_RETENTION_FRAMES, FastWeightMemory, LearnedRetention
 from layers.ops.ttt.parallel import ttt_components
-from layers.ops.ttt.sequential import check_optimizer_args, ttt_chunk_step
+from layers.ops.ttt.sequential import check_optimizer_args, ttt_apply
 from layers.ops.ttt.swiglu import FastWeights, column_norms
 
 
@@ -46,6 +51,8 @@ class TTTMemory(FastWeightMemory):
         retention_frames: initial horizons (shortest, longest), in frames, of the learned retention
             (:class:`LearnedRetention`); None = no retention; ``"auto"`` = (8, 512) in the parallel
             form, None in the sequential form.
+        chunk_frames: frames per fast-weight update (>= 1; > 1 needs the sequential form and
+            ``inclusive=False``).
 
     Example:
         >>> layer = TTTMemory(32, 2)
@@ -69,8 +76,9 @@ class TTTMemory(FastWeightMemory):
         muon_steps: int = 5,
         momentum: float = 0.0,
         retention_frames: tuple[float, float] | None | str = "auto",
+        chunk_frames: int = 1,
     ) -> None:
-        super().__init__(dim, num_heads, form, hidden_ratio, base_lr, inclusive)
+        super().__init__(dim, num_heads, form, hidden_ratio, base_lr, inclusive, chunk_frames)
         name = self.name
         check_optimizer_args(name, muon_steps, momentum)
         if form == "parallel" and (update_hidden or weight_norm or muon_steps):
@@ -103,14 +111,13 @@ class TTTMemory(FastWeightMemory):
             )
         return {**super().sequence_context(batch_size), "norm_targets": targets}
 
-    def step(self, q, k, v, eta, recurrent, context):
-        return ttt_chunk_step(
-            q,
-            k,
-            v,
-            eta,
+    def weights_of(self, recurrent: FastWeights) -> FastWeights:
+        return recurrent
+
+    def apply(self, updates, recurrent, context):
+        return ttt_apply(
             recurrent,
-            inclusive=self.inclusive,
+            updates,
             update_hidden=self.update_hidden,
             muon_steps=self.muon_steps,
             momentum=self.momentum,

@@ -14,8 +14,11 @@ FSM variant: an EMA (decay ``importance_decay``) of a per-parameter signal
 
     "abs": |U|      "sq": U^2      "si": |U * (W' - A)|  (synaptic-intelligence style)
 
-normalised by its maximum over each head's matrix, so it lies in [0, 1]. The anchor starts at the
-initial (slow) weights and the importance EMA at zero.
+normalised by its maximum over each head's matrix, so it lies in [0, 1] (our choice; FSM's public code
+does not normalise, ``normalize_importance=False``). The anchor starts at the initial (slow) weights
+and the importance EMA at zero. :func:`elastic_apply` also takes Muon on the step and LaCT's weight
+norm, which with ``normalize_importance=False`` is the published FSM recurrence
+(:class:`layers.elastic.ElasticMemory` with ``mode="faithful"``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ import torch
 
 from layers.ops.ttt.checks import check_fast_weight_args, chunk_bounds, compute_dtype, head_first
 from layers.ops.ttt.retention import check_retention, per_hidden_unit, retain_tensor, retention_table
-from layers.ops.ttt.swiglu import FastWeights, apply_updates, fast_weight_read, inner_loss_updates
+from layers.ops.ttt.swiglu import (
+    FastWeights,
+    fast_weight_read,
+    inner_loss_updates,
+    newton_schulz,
+    renormalize_columns,
+)
 
 IMPORTANCE_ESTIMATORS = ("static", "abs", "sq", "si")
 ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
@@ -48,14 +57,19 @@ class ElasticState:
     importance: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] = (None, None, None)
 
 
-def init_elastic_state(weights: FastWeights, update_hidden: bool, estimator: str) -> ElasticState:
-    """The state before the first chunk: anchors at the initial weights, importance EMA at zero."""
+def init_elastic_state(weights: FastWeights, update_hidden: bool, estimator: str,
+                       importance_init: float = 0.0, detach_anchor: bool = False) -> ElasticState:
+    """The state before the first chunk: anchors at the initial weights (detached from the graph
+    with ``detach_anchor``, as FSM's code copies them), importance EMA at ``importance_init``
+    (0 here; FSM's code starts it at 1e-6)."""
     ws = (weights.w0, weights.w1, weights.w2)
     updated = (update_hidden, True, update_hidden)
-    anchors = tuple(w if on else None for w, on in zip(ws, updated, strict=True))
+    anchors = tuple((w.detach() if detach_anchor else w) if on else None
+                    for w, on in zip(ws, updated, strict=True))
     importance = (None, None, None)
     if estimator != "static":
-        importance = tuple(torch.zeros_like(w) if on else None for w, on in zip(ws, updated, strict=True))
+        importance = tuple(torch.full_like(w, importance_init) if on else None
+                           for w, on in zip(ws, updated, strict=True))
     return ElasticState(weights, anchors, importance)
 
 
@@ -117,6 +131,7 @@ def elastic_chunk_step(
     update_hidden: bool = False,
     retention: torch.Tensor | None = None,
     origin: FastWeights | None = None,
+    **faithful,
 ) -> tuple[torch.Tensor, ElasticState]:
     """Read, step and consolidate the fast weights for one chunk (head-first layout).
 
@@ -134,30 +149,79 @@ def elastic_chunk_step(
         retention: gamma [H, Dh] or None: after the anchor moves, every updated weight and its
             anchor move to ``X_0 + gamma (X - X_0)`` (:mod:`layers.ops.ttt.retention`).
         origin: the initial fast weights X_0 (needed with ``retention``).
+        **faithful: ``normalize_importance``, ``detach_importance``, ``muon_steps``,
+            ``norm_targets`` of :func:`elastic_apply` (the published FSM recurrence).
 
     Returns:
         (o [B, H, N, V], state after the chunk).
     """
+    if not inclusive:
+        o = fast_weight_read(q, state.weights)
+    updates = inner_loss_updates(k, v, eta, state.weights, update_hidden)
+    state = elastic_apply(state, updates, lam=lam, beta=beta, estimator=estimator, F=F,
+                          anchor_policy=anchor_policy, importance_decay=importance_decay,
+                          retention=retention, origin=origin, **faithful)
+    if inclusive:
+        o = fast_weight_read(q, state.weights)
+    return o, state
+
+
+def elastic_apply(
+    state: ElasticState,
+    updates: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None],
+    *,
+    lam,
+    beta,
+    estimator: str = "static",
+    F: torch.Tensor | None = None,
+    anchor_policy: str = "streaming-ema",
+    importance_decay: float = 0.9,
+    retention: torch.Tensor | None = None,
+    origin: FastWeights | None = None,
+    normalize_importance: bool = True,
+    detach_importance: bool = False,
+    muon_steps: int = 0,
+    norm_targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> ElasticState:
+    """Step and consolidate the fast weights with a chunk's updates (``u = -dL/dW`` at the weights
+    of ``state``; None for a weight that is not updated). Per updated weight, in this order:
+
+        step  = NS_muon(u) if muon_steps else u          (Muon: Newton-Schulz, unit Frobenius norm first)
+        W'    = W + step
+        Fimp  = importance_decay * Fimp + (1 - importance_decay) * signal(step, W', A)   (data-dependent)
+        W     = W' - lam * F * (W' - A)     F = Fimp / max over the head's matrix  if normalize_importance
+                                                = Fimp                             otherwise (FSM's code)
+        W     = renorm(W)                   each column to its target norm (norm_targets; LaCT weight norm)
+        A     = policy(A, W)
+        W, A  = X_0 + gamma (W - X_0), X_0 + gamma (A - X_0)      (retention, when given)
+
+    ``detach_importance``: the signal is computed without gradient (FSM's code treats importance as a
+    constant). Returns the state after the chunk.
+    """
     if retention is not None and origin is None:
         raise ValueError("elastic_chunk_step: retention needs the initial fast weights (origin)")
     w = state.weights
-    if not inclusive:
-        o = fast_weight_read(q, w)
-    updates = inner_loss_updates(k, v, eta, w, update_hidden)
-    stepped = apply_updates(w, updates)
     new_w, new_a, new_f = {}, list(state.anchors), list(state.importance)
     for i, update in enumerate(updates):
         if update is None:
             continue
-        w_new, anchor = getattr(stepped, f"w{i}"), state.anchors[i]
+        step = newton_schulz(update, muon_steps) if muon_steps > 0 else update
+        w_new, anchor = getattr(w, f"w{i}") + step, state.anchors[i]
         if estimator == "static":
             imp = per_hidden_unit(F, i)
         else:
-            signal = _importance_signal(estimator, update, w_new, anchor)
+            if detach_importance:
+                signal = _importance_signal(estimator, step.detach(), w_new.detach(), anchor.detach())
+            else:
+                signal = _importance_signal(estimator, step, w_new, anchor)
             new_f[i] = importance_decay * state.importance[i] + (1.0 - importance_decay) * signal
-            peak = new_f[i].amax(dim=(-2, -1), keepdim=True)
-            imp = new_f[i] / peak.clamp_min(torch.finfo(peak.dtype).tiny)  # 0 where the EMA is all 0
+            imp = new_f[i]
+            if normalize_importance:
+                peak = imp.amax(dim=(-2, -1), keepdim=True)
+                imp = imp / peak.clamp_min(torch.finfo(peak.dtype).tiny)  # 0 where the EMA is all 0
         consolidated = w_new - lam * imp * (w_new - anchor)
+        if norm_targets is not None:
+            consolidated = renormalize_columns(consolidated, norm_targets[i])
         new_anchor = _move_anchor(anchor_policy, anchor, consolidated, beta)
         if retention is not None:
             gamma, x0 = per_hidden_unit(retention, i), getattr(origin, f"w{i}")
@@ -166,10 +230,7 @@ def elastic_chunk_step(
         new_w[f"w{i}"] = consolidated
         new_a[i] = new_anchor
     weights = FastWeights(new_w.get("w0", w.w0), new_w["w1"], new_w.get("w2", w.w2))
-    state = ElasticState(weights, tuple(new_a), tuple(new_f))
-    if inclusive:
-        o = fast_weight_read(q, weights)
-    return o, state
+    return ElasticState(weights, tuple(new_a), tuple(new_f))
 
 
 def elastic_sequential(

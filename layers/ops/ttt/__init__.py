@@ -13,7 +13,7 @@ from layers.ops.ttt.parallel import (
     weights_from_state,
 )
 from layers.ops.ttt.retention import retain
-from layers.ops.ttt.sequential import ttt_chunk_step, ttt_sequential
+from layers.ops.ttt.sequential import ttt_apply, ttt_chunk_step, ttt_sequential
 from layers.ops.ttt.swiglu import FastWeights, inner_loss, inner_loss_updates, newton_schulz
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "inner_loss_updates",
     "newton_schulz",
     "retain",
+    "ttt_apply",
     "ttt_chunk_step",
     "ttt_components",
     "ttt_parallel",

@@ -64,6 +64,28 @@ def ttt_chunk_step(
     if not inclusive:
         o = fast_weight_read(q, weights)
     updates = inner_loss_updates(k, v, eta, weights, update_hidden)
+    weights = ttt_apply(weights, updates, update_hidden=update_hidden, muon_steps=muon_steps,
+                        momentum=momentum, norm_targets=norm_targets, retention=retention, origin=origin)
+    if inclusive:
+        o = fast_weight_read(q, weights)
+    return o, weights
+
+
+def ttt_apply(
+    weights: FastWeights,
+    updates: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None],
+    *,
+    update_hidden: bool = False,
+    muon_steps: int = 0,
+    momentum: float = 0.0,
+    norm_targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    retention: torch.Tensor | None = None,
+    origin: FastWeights | None = None,
+) -> FastWeights:
+    """The optimizer part of :func:`ttt_chunk_step`: one step with given updates (the negative
+    gradients of a chunk's inner loss, :func:`layers.ops.ttt.swiglu.inner_loss_updates`), then
+    retention. A chunk that spans several frames sums its frames' updates, all taken at the same
+    weights, and applies them here once."""
     weights = apply_updates(
         weights, updates, momentum=momentum, muon_steps=muon_steps, norm_targets=norm_targets
     )
@@ -71,9 +93,7 @@ def ttt_chunk_step(
         if origin is None:
             raise ValueError("ttt_chunk_step: retention needs the initial fast weights (origin)")
         weights = retain(weights, origin, retention, update_hidden)
-    if inclusive:
-        o = fast_weight_read(q, weights)
-    return o, weights
+    return weights
 
 
 def ttt_sequential(
