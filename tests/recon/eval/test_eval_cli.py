@@ -204,7 +204,7 @@ def test_long_synthetic_drift_protocol(tmp_path, checkpoints):
             "--max-frames", "600", "--quiet"]
     assert main(args) == 0
     model = json.loads((out / "report.json").read_text())["models"][0]
-    assert [r["label"] for r in model["summary"]] == ["50", "100", "200", "500", "full"]
+    assert [r["label"] for r in model["summary"]] == ["50", "80", "100", "200", "500", "full"]
     assert all(r["sequences"] == 3 and r["ate_rmse"] is not None for r in model["summary"])
     for seq in model["sequences"]:
         assert len(seq["curves"]["ate"]) == 600 and all(v is not None for v in seq["curves"]["ate"])
