@@ -1,56 +1,81 @@
 #!/usr/bin/env bash
-# Memory ablation: the tiny model trained once per long-range memory type with the shipped recipe
-# (configs/train/tiny_synthetic_cpu.yaml: same data, steps, seed; only --model.net.memory.type
-# differs), then evaluated on the built-in synthetic_drift protocol (3 x 10,000 frames). Results
-# page: docs/memory_ablation.md.
+# Memory ablation (issue 15): the tiny model trained once per arm of configs/ablation/arms.yaml with
+# the shipped recipe (configs/train/tiny_synthetic_cpu.yaml: same data, steps and seed; only
+# --model.net.memory.{type,options} differ), evaluated on the held-out loops (synthetic_loops,
+# 24 x 300 frames) and the long drift benchmark (synthetic_drift, 3 x 10,000 frames), then the
+# paired statistics against `none` (tools/ablation_stats.py). Results page: docs/memory_ablation.md.
 #
-#   tools/memory_ablation.sh train TYPE    # -> runs/ablation/TYPE/{run,export}, training log + time
-#   tools/memory_ablation.sh eval TYPE     # -> runs/ablation/TYPE/eval/report.json
-#   tools/memory_ablation.sh report        # -> docs/memory_ablation/ (merged report, plots)
+#   tools/memory_ablation.sh train ARM [SEED]   # -> $ROOT/ARM_sSEED/{run,export,train.log}
+#   tools/memory_ablation.sh eval ARM [SEED]    # -> $ROOT/ARM_sSEED/eval/<protocol>/report.json
+#   tools/memory_ablation.sh report             # -> $DOCS/<protocol>/ (merged report, plots) + stats
+#   tools/memory_ablation.sh arms               # the arm names
 #
-# TYPE: none | gla | elastic | ttt | causal_attention. Each step is one process with one intra-op
-# thread (OMP_NUM_THREADS=1), so two can share a 2-core machine; on the 2-core CPU here one
-# training took 30-45 min and one evaluation 20-35 min. causal_attention's cache grows with every
-# frame (~250 ms per frame by frame 2,000 on this CPU), so it is evaluated on the first
-# MAX_FRAMES_CAUSAL (default 2,000) frames of each sequence.
+# SEED defaults to 0; seed s adds `--seed_everything s` (model init and clip order; the data seed of
+# the recipe stays 0, so every seed sees the same scenes). Seed 0 passes no seed argument, so
+# `RUN=$ROOT/none_s0/run OUT=$ROOT/none_s0/export tools/train_shipped.sh --model.net.memory.type none`
+# is exactly `train none`. An unknown arm, memory option or a misfit of options exits 2 (one line).
+# Each step is one process with one intra-op thread (OMP_NUM_THREADS=1), so two can share a 2-core
+# machine. causal_attention's cache grows with every frame, so on synthetic_drift it streams only
+# the first MAX_FRAMES_CAUSAL (default 2,000) frames of each sequence (its rows stop at 2,000).
 #
-# Environment: PYTHON (default .venv/bin/python), ROOT (default runs/ablation),
-# PROTOCOL (default synthetic_drift), MAX_FRAMES_CAUSAL (default 2000).
+# Environment: PYTHON (default .venv/bin/python), ROOT (default runs/ablation2), DOCS (default
+# docs/memory_ablation), PROTOCOLS (default "synthetic_loops synthetic_drift"), MAX_FRAMES_CAUSAL
+# (default 2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-ROOT=${ROOT:-runs/ablation}
-PROTOCOL=${PROTOCOL:-synthetic_drift}
+ROOT=${ROOT:-runs/ablation2}
+DOCS=${DOCS:-docs/memory_ablation}
+PROTOCOLS=${PROTOCOLS:-synthetic_loops synthetic_drift}
 MAX_FRAMES_CAUSAL=${MAX_FRAMES_CAUSAL:-2000}
-TYPES="none gla elastic ttt causal_attention"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-usage() { echo "usage: $0 train TYPE | eval TYPE | report   (TYPE: ${TYPES// / | })" >&2; exit 2; }
-check_type() { [[ " $TYPES " == *" $1 "* ]] || { echo "unknown memory type '$1'; expected one of: $TYPES" >&2; exit 2; }; }
+usage() { echo "usage: $0 train ARM [SEED] | eval ARM [SEED] | report | arms" >&2; exit 2; }
+check_seed() { [[ "$1" =~ ^[0-9]+$ ]] || { echo "SEED must be a non-negative integer, got '$1'" >&2; exit 2; }; }
+arm_args() { "$PYTHON" -m tools.ablation_arms args "$1"; }   # exit 2 with one line for a bad arm
 
 case "${1:-}" in
   train)
-    [[ $# -eq 2 ]] || usage; check_type "$2"
-    mkdir -p "$ROOT/$2"
-    RUN="$ROOT/$2/run" OUT="$ROOT/$2/export" PYTHON="$PYTHON" \
-      tools/train_shipped.sh --model.net.memory.type "$2" 2>&1 | tr '\r' '\n' | grep -v "it/s" \
-      > "$ROOT/$2/train.log"
-    grep "training took" "$ROOT/$2/train.log"   # fit only: export and validation not counted
+    [[ $# -eq 2 || $# -eq 3 ]] || usage
+    arm=$2; seed=${3:-0}; check_seed "$seed"
+    out=$(arm_args "$arm") || exit 2
+    mapfile -t args <<< "$out"
+    [[ "$seed" == 0 ]] || args+=(--seed_everything "$seed")
+    dir="$ROOT/${arm}_s$seed"
+    mkdir -p "$dir"
+    RUN="$dir/run" OUT="$dir/export" PYTHON="$PYTHON" \
+      tools/train_shipped.sh "${args[@]}" 2>&1 | tr '\r' '\n' | grep -v "it/s" > "$dir/train.log"
+    grep "training took" "$dir/train.log"   # fit only: export and validation not counted
     ;;
   eval)
-    [[ $# -eq 2 ]] || usage; check_type "$2"
-    [[ -f "$ROOT/$2/export/model.safetensors" ]] || { echo "$ROOT/$2/export: not trained yet (run: $0 train $2)" >&2; exit 2; }
-    cap=()
-    [[ "$2" == causal_attention ]] && cap=(--max-frames "$MAX_FRAMES_CAUSAL")
-    "$PYTHON" -m recon.cli eval "$PROTOCOL" --checkpoint "$ROOT/$2/export" --name "$2" \
-      --out "$ROOT/$2/eval" --quiet "${cap[@]}"
+    [[ $# -eq 2 || $# -eq 3 ]] || usage
+    arm=$2; seed=${3:-0}; check_seed "$seed"
+    arm_args "$arm" > /dev/null || exit 2
+    dir="$ROOT/${arm}_s$seed"
+    [[ -f "$dir/export/model.safetensors" ]] || { echo "$dir/export: not trained yet (run: $0 train $arm $seed)" >&2; exit 2; }
+    for protocol in $PROTOCOLS; do
+      cap=()
+      [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]] && cap=(--max-frames "$MAX_FRAMES_CAUSAL")
+      "$PYTHON" -m recon.cli eval "$protocol" --checkpoint "$dir/export" --name "${arm}_s$seed" \
+        --out "$dir/eval/$protocol" --quiet "${cap[@]}"
+    done
     ;;
   report)
     [[ $# -eq 1 ]] || usage
-    reports=()
-    for t in $TYPES; do [[ -f "$ROOT/$t/eval/report.json" ]] && reports+=("$ROOT/$t/eval/report.json"); done
-    [[ ${#reports[@]} -gt 0 ]] || { echo "no evaluated model under $ROOT (run: $0 eval TYPE)" >&2; exit 2; }
-    "$PYTHON" -m recon.cli eval --merge "${reports[@]}" --out docs/memory_ablation
+    found=0
+    for protocol in $PROTOCOLS; do
+      reports=()
+      for r in "$ROOT"/*_s*/eval/"$protocol"/report.json; do [[ -f "$r" ]] && reports+=("$r"); done
+      [[ ${#reports[@]} -gt 0 ]] || continue
+      found=1
+      "$PYTHON" -m recon.cli eval --merge "${reports[@]}" --out "$DOCS/$protocol"
+      "$PYTHON" -m tools.ablation_stats --root "$ROOT" --protocol "$protocol" --out "$DOCS/$protocol"
+    done
+    [[ $found -eq 1 ]] || { echo "no evaluated arm under $ROOT (run: $0 eval ARM [SEED])" >&2; exit 2; }
+    ;;
+  arms)
+    [[ $# -eq 1 ]] || usage
+    "$PYTHON" -m tools.ablation_arms list
     ;;
   *) usage ;;
 esac

@@ -1,0 +1,82 @@
+"""tools/ablation_stats.py on synthetic report dicts, against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tools.ablation_stats import analyse, bootstrap_mean, main, paired
+
+
+def report(values: dict[str, dict[str, float]]) -> dict:
+    """A report.json-shaped dict: values = {sequence: {label: ATE}}."""
+    seqs = [{"name": name, "prefixes": [{"label": lab, "length": 80, "pose": {"ate_rmse": v}}
+                                        for lab, v in labels.items()]}
+            for name, labels in values.items()]
+    return {"models": [{"sequences": seqs}]}
+
+
+def runs_case():
+    """Three sequences. none_s0 = (1, 2, 4); none_s1 = none_s0 + 0.05 everywhere (seed noise 0.05);
+    gla = none - 0.1 (beyond the noise), ttt = none + 0.03 (interval excludes 0, within the noise),
+    elastic = 2 x none (ratio 2)."""
+    base = {"a": 1.0, "b": 2.0, "c": 4.0}
+    make = lambda f: report({s: {"80": f(v)} for s, v in base.items()})
+    return {("none", 0): make(lambda v: v), ("none", 1): make(lambda v: v + 0.05),
+            ("gla", 0): make(lambda v: v - 0.1), ("ttt", 0): make(lambda v: v + 0.03),
+            ("elastic", 0): make(lambda v: 2 * v)}
+
+
+def test_constant_differences_give_point_intervals_and_verdicts():
+    result = analyse(runs_case())
+    rows = {r["arm"]: r for r in result["comparisons"]}
+    assert [n["arm"] for n in result["noise"]] == ["none"]
+    assert result["noise"][0]["diff"] == pytest.approx(0.05)
+    gla, ttt, el = rows["gla"], rows["ttt"], rows["elastic"]
+    assert (gla["diff"], gla["diff_low"], gla["diff_high"]) == pytest.approx((-0.1, -0.1, -0.1))
+    assert gla["mean_b"] == pytest.approx(7 / 3) and gla["mean_a"] == pytest.approx(7 / 3 - 0.1)
+    # geometric-mean ratio of (0.9, 1.9, 3.9) / (1, 2, 4), by hand
+    assert gla["ratio"] == pytest.approx((0.9 * 0.95 * 0.975) ** (1 / 3))
+    assert gla["verdict"] == "better: exceeds the noise"
+    assert ttt["verdict"] == "interval excludes 0 but within seed-to-seed noise"
+    assert (el["ratio"], el["ratio_low"], el["ratio_high"]) == pytest.approx((2.0, 2.0, 2.0))
+    assert el["diff"] == pytest.approx(7 / 3) and el["verdict"] == "worse: exceeds the noise"
+
+
+def test_two_sequence_bootstrap_interval_by_hand():
+    """d = (0, 1): a resample's mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4, so the 2.5% and
+    97.5% percentiles are 0 and 1 and the interval includes 0."""
+    mean, low, high = bootstrap_mean(np.array([0.0, 1.0]))
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+    st = paired({"a": 1.0, "b": 3.0}, {"a": 1.0, "b": 2.0})
+    assert (st["diff"], st["diff_low"], st["diff_high"]) == (0.5, 0.0, 1.0)
+    assert st["ratio"] == pytest.approx(math.sqrt(1.5))
+
+
+def test_noise_not_measured_and_unpaired_sequences():
+    runs = runs_case()
+    del runs[("none", 1)]
+    rows = {r["arm"]: r for r in analyse(runs)["comparisons"]}
+    assert rows["gla"]["noise"] is None
+    assert rows["gla"]["verdict"] == "better, interval excludes 0 (noise not measured)"
+    # only the sequences both runs have are paired
+    assert paired({"a": 1.0, "x": 5.0}, {"a": 2.0, "y": 1.0})["n"] == 1
+    assert paired({"x": 1.0}, {"y": 1.0}) is None
+
+
+def test_cli_writes_tables_from_a_run_tree(tmp_path, capsys):
+    for (arm, seed), rep in runs_case().items():
+        d = tmp_path / f"{arm}_s{seed}" / "eval" / "synthetic_loops"
+        d.mkdir(parents=True)
+        (d / "report.json").write_text(json.dumps(rep))
+    out = tmp_path / "out"
+    assert main(["--root", str(tmp_path), "--protocol", "synthetic_loops", "--out", str(out)]) == 0
+    text = (out / "stats.md").read_text()
+    assert "| gla | 0 | 80 | 3 |" in text and "better: exceeds the noise" in text
+    assert "| none | 1 - 0 | 80 | 3 |" in text
+    assert json.loads((out / "stats.json").read_text())["metric"] == "ate_rmse"
+    assert main(["--root", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "no none_s<seed>" in capsys.readouterr().err
