@@ -126,7 +126,8 @@ def print_summary(summary: dict, out_dir: str | Path) -> None:
     )
     for key, what in (("blank_frames", "frames without usable texture kept out of the map"),
                       ("ground_truth_failures", "frames kept without their unreadable ground truth"),
-                      ("pose_fallbacks", "frames that kept the previous pose")):
+                      ("pose_fallbacks", "frames that kept the previous pose"),
+                      ("revisit_corrections", "frames whose pose was corrected at a revisited place")):
         if summary.get(key):
             print(f"{summary[key]} {what}")
     acc = summary.get("accuracy", {})

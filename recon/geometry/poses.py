@@ -8,7 +8,12 @@ differentiable. Quaternion conversions use kornia, whose quaternions are (w, x, 
 from __future__ import annotations
 
 import torch
-from kornia.geometry.conversions import quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
+from kornia.geometry.conversions import (
+    axis_angle_to_rotation_matrix,
+    quaternion_to_rotation_matrix,
+    rotation_matrix_to_axis_angle,
+    rotation_matrix_to_quaternion,
+)
 
 from recon.errors import ShapeError, check_shape
 
@@ -82,16 +87,19 @@ def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return (R @ points[..., None]).squeeze(-1) + t
 
 
-def invert_pose(T: torch.Tensor) -> torch.Tensor:
+def invert_pose(T: torch.Tensor, check: bool = True) -> torch.Tensor:
     """Closed-form inverse of rigid transforms: ``[[R^T, -R^T t], [0, 1]]``.
 
     Args:
         T: rigid poses [..., 4, 4] (checked: finite, orthonormal rotation, last row 0 0 0 1).
+        check: run :func:`check_pose` (a host sync; off in per-frame loops whose poses are rigid
+            by construction).
 
     Returns:
         T^-1 [..., 4, 4] (cam2world -> world2cam and back).
     """
-    check_pose(T, "T")
+    if check:
+        check_pose(T, "T")
     R_inv = T[..., :3, :3].transpose(-1, -2)
     t_inv = -(R_inv @ T[..., :3, 3:4]).squeeze(-1)
     return pose_from_Rt(R_inv, t_inv)
@@ -102,6 +110,26 @@ def compose_poses(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     check_shape(a, "* 4 4", "a")
     check_shape(b, "* 4 4", "b")
     return a @ b
+
+
+def rotation_angle(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle between rotations [..., 3, 3] (broadcast), radians in [0, pi]."""
+    cos = (0.5 * ((Ra.transpose(-1, -2) @ Rb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0)).clamp(-1.0, 1.0)
+    return torch.arccos(cos)
+
+
+def interpolate_poses(a: torch.Tensor, b: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """Move rigid poses a toward b [..., 4, 4] by ``weight`` in [0, 1] (0: a, 1: b).
+
+    The rotation moves along the geodesic, ``Ra exp(weight log(Ra^T Rb))``; the translation
+    linearly. ``weight`` is a float or a tensor broadcasting against the leading dims.
+    """
+    delta = rotation_matrix_to_axis_angle((a[..., :3, :3].transpose(-1, -2) @ b[..., :3, :3]).contiguous())
+    w = torch.as_tensor(weight, dtype=a.dtype, device=a.device)
+    scaled = delta * w[..., None]
+    R = a[..., :3, :3] @ axis_angle_to_rotation_matrix(scaled.reshape(-1, 3)).view(*scaled.shape[:-1], 3, 3)
+    t = a[..., :3, 3] + w[..., None] * (b[..., :3, 3] - a[..., :3, 3])
+    return pose_from_Rt(R, t)
 
 
 def relative_pose(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

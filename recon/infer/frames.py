@@ -54,6 +54,8 @@ class FramePrediction:
         cpu_ms: CPU time of the calling thread over the same span.
         pose_fallbacks: frames so far (this one included) that kept the previous pose because the
             window held no finite relative pose.
+        revisit_corrections: frames so far whose pose was corrected against a keyframe of a
+            revisited place (``recon.model.revisit``).
     """
 
     frame: SourceFrame
@@ -65,6 +67,7 @@ class FramePrediction:
     latency_ms: float = 0.0
     cpu_ms: float = 0.0
     pose_fallbacks: int = 0
+    revisit_corrections: int = 0
 
     @property
     def index(self) -> int:

@@ -132,6 +132,7 @@ class StreamRunner:
         self.stats = RunStats()
         self._process = psutil.Process()
         self.pose_fallbacks = 0
+        self.revisit_corrections = 0
         self.blank_frames = 0
         self.ground_truth_failures = 0
         self.summary_every_s = summary_every_s
@@ -145,6 +146,7 @@ class StreamRunner:
             "points": self.outputs.map_points,
             "map_frames": self.outputs.map_frames,
             "pose_fallbacks": self.pose_fallbacks,
+            "revisit_corrections": self.revisit_corrections,
             "blank_frames": self.blank_frames,
             "ground_truth_failures": self.ground_truth_failures,
             "settings": self.settings,
@@ -194,6 +196,7 @@ class StreamRunner:
                               f"kept the previous pose ({pred.pose_fallbacks} such frames so far)",
                               file=sys.stderr)
                         self.pose_fallbacks = pred.pose_fallbacks
+                    self.revisit_corrections = pred.revisit_corrections
                     map_saved = self.outputs.write_frame(pred, to_map=to_map)
                     if self.scorer is not None:
                         self.scorer.update(pred)

@@ -51,6 +51,7 @@ class StreamSession:
             frame=frame, depth=host["depth"], conf=host["depth_conf"], K=host["K"],
             cam2world=host["cam2world"], world_points=host["world_points"], latency_ms=latency_ms,
             cpu_ms=cpu_ms, pose_fallbacks=int(self.state.poses.fallbacks.sum()),
+            revisit_corrections=int(self.state.poses.keyframes.corrections.sum()),
         )
 
     def run(self, frames: Iterable[SourceFrame]) -> Iterator[FramePrediction]:

@@ -68,6 +68,55 @@ class MemoryConfig:
 
 
 @dataclass
+class RevisitConfig:
+    """Keyframe revisits: pose corrections against a fixed-size bank of earlier keyframes
+    (:mod:`recon.model.revisit`). No weights: a checkpoint runs with any of these settings.
+
+    Distances are relative to the current frame's median depth ``d`` (metres), so they hold at
+    any scene scale.
+
+    Attributes:
+        enabled: correct the motion-averaged pose at revisits (off: pure window odometry).
+        keyframes: K, keyframes the bank holds (each a grey motion frame, a thumbnail, a pose).
+        min_age: frames a keyframe must be older than to correct a pose. Against a recent
+            keyframe the measurement (predicted depth + flow) is no better than the window
+            odometry it would replace; after a loop the odometry has drifted and it is.
+        spacing: a frame becomes a keyframe when no keyframe's camera is within ``spacing * d``
+            of it with a viewing-direction change under ``spacing_deg``.
+        spacing_deg: the rotation half of that test, degrees.
+        search_distance: a keyframe is a candidate when its camera is within ``search_distance *
+            d`` of the current pose estimate ...
+        search_deg: ... and its rotation within this many degrees.
+        min_similarity: the candidate's thumbnail correlation with the current frame, in [-1, 1].
+        revisit_similarity: a keyframe this alike is a candidate wherever the pose estimate puts
+            it, and its correction is not bounded by ``max_correction`` (a loop closure).
+        inlier_px: Cauchy scale and inlier threshold of the reprojection fit, pixels.
+        min_inliers: inlier cells the fit needs (of the motion encoder's grid, 192 for tiny).
+        min_inlier_fraction: inlier share of the textured cells the fit needs.
+        max_correction: largest accepted correction: camera shift ``max_correction * d`` ...
+        max_correction_deg: ... and rotation, degrees.
+        gain: share of the correction applied at one frame (the next frames inherit it through
+            the window, so a revisit converges geometrically; 1 = jump at once).
+    """
+
+    enabled: bool = True
+    keyframes: int = 128
+    min_age: int = 150
+    spacing: float = 0.15
+    spacing_deg: float = 10.0
+    search_distance: float = 0.6
+    search_deg: float = 25.0
+    min_similarity: float = 0.6
+    revisit_similarity: float = 0.85
+    inlier_px: float = 1.5
+    min_inliers: int = 30
+    min_inlier_fraction: float = 0.5
+    max_correction: float = 0.4
+    max_correction_deg: float = 12.0
+    gain: float = 0.3
+
+
+@dataclass
 class HeadConfig:
     """Prediction heads.
 
@@ -86,6 +135,7 @@ class HeadConfig:
             EMA with this weight (1 = no smoothing).
         motion_width: channels of the pair motion encoder's convolutions over the Lucas-Kanade
             flow map of each (frame t, frame t - j) pair (:mod:`recon.model.motion_encoder`).
+        revisit: pose corrections at revisited places (:class:`RevisitConfig`).
     """
 
     features: int = 64
@@ -97,6 +147,7 @@ class HeadConfig:
     camera_trunk_depth: int = 2
     scale_ema: float = 0.05
     motion_width: int = 32
+    revisit: RevisitConfig = field(default_factory=RevisitConfig)
 
 
 @dataclass
@@ -200,11 +251,34 @@ def validate(cfg: ModelConfig) -> ModelConfig:
             f"camera_trunk_depth ({head.camera_trunk_depth}) >= 0")
     if head.motion_width < 1:
         raise ConfigError(f"model.head.motion_width {head.motion_width}: expected >= 1")
+    _validate_revisit(head.revisit)
     if not 0.0 < head.scale_ema <= 1.0:
         raise ConfigError(f"model.head.scale_ema {head.scale_ema}: expected a weight in (0, 1]")
     if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):
         raise ConfigError(f"model.head.levels {head.levels}: expected block indices in [0, {cfg.depth})")
     return cfg
+
+
+def _validate_revisit(r: RevisitConfig) -> None:
+    """Ranges of the keyframe-revisit settings (ConfigError naming ``model.head.revisit.<key>``)."""
+    where = "model.head.revisit"
+    if r.min_age < 0:
+        raise ConfigError(f"{where}.min_age {r.min_age}: expected frames >= 0")
+    if r.keyframes < 1 or r.min_inliers < 6:
+        raise ConfigError(f"{where}: keyframes ({r.keyframes}) must be >= 1 and min_inliers "
+                          f"({r.min_inliers}) >= 6 (a pose has 6 degrees of freedom)")
+    positive = {"spacing": r.spacing, "spacing_deg": r.spacing_deg, "search_distance": r.search_distance,
+                "search_deg": r.search_deg, "inlier_px": r.inlier_px, "max_correction": r.max_correction,
+                "max_correction_deg": r.max_correction_deg}
+    for key, value in positive.items():
+        if not 0.0 < value < float("inf"):
+            raise ConfigError(f"{where}.{key} {value}: expected a finite value > 0")
+    for key, value in (("min_similarity", r.min_similarity), ("revisit_similarity", r.revisit_similarity)):
+        if not -1.0 <= value <= 1.0:
+            raise ConfigError(f"{where}.{key} {value}: expected a correlation in [-1, 1]")
+    for key, value in (("min_inlier_fraction", r.min_inlier_fraction), ("gain", r.gain)):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"{where}.{key} {value}: expected a value in (0, 1]")
 
 
 def load_model_config(source: str | Path | dict | ModelConfig, **overrides: Any) -> ModelConfig:

@@ -17,6 +17,7 @@ from recon.model.inputs import check_intrinsics, check_video
 from recon.model.motion_encoder import PairMotionEncoder, motion_frame_size, motion_frames, motion_pool
 from recon.model.pose_enc import fov_to_intrinsics
 from recon.model.readout import empty_pose_history, slot_frame_index, stream_pose_readout
+from recon.model.revisit import RevisitInputs
 from recon.model.state import StreamState
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,8 +70,10 @@ class StreamReconModel(nn.Module):
         """The state before the first frame of ``batch_size`` sequences."""
         device = device if device is not None else next(self.parameters()).device
         windows, memory = self.aggregator.init_caches(batch_size, device)
+        revisit = self.cfg.head.revisit
         poses = empty_pose_history(batch_size, self.pose_slots, device,
-                                   (1, *motion_frame_size(self.cfg.image_size)))
+                                   (1, *motion_frame_size(self.cfg.image_size)),
+                                   revisit.keyframes if revisit.enabled else 0)
         return StreamState(0, batch_size, windows, memory, poses, self.signature)
 
     def forward(self, video: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -91,7 +94,7 @@ class StreamReconModel(nn.Module):
         return {k: v[:, 0] for k, v in out.items()}, state
 
     def run(self, video: torch.Tensor, state: StreamState, K: torch.Tensor | None = None,
-            name: str = "video", dense_frames: torch.Tensor | None = None
+            name: str = "video", dense_frames: torch.Tensor | None = None, revisit: bool = True
             ) -> tuple[dict[str, torch.Tensor], StreamState]:
         """T frames that follow ``state`` (the one implementation behind forward and step).
 
@@ -107,6 +110,10 @@ class StreamReconModel(nn.Module):
                 on those frames alone, so ``depth``, ``depth_conf`` and ``world_points`` have T'
                 frames and ``dense_frames`` is returned too. Poses, scale and the state are the
                 same as without it.
+            revisit: correct poses at revisited places (:mod:`recon.model.revisit`) when
+                ``cfg.head.revisit.enabled``; needs every frame's depth, so it is off with
+                ``dense_frames``. Training runs without it (``recon.train.tbptt``): it learns
+                the window poses the correction starts from.
         """
         B, T, _, H, W = check_video(video, self.cfg.image_size, name)
         if not isinstance(state, StreamState):
@@ -127,15 +134,19 @@ class StreamReconModel(nn.Module):
             unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels],
                                                images[:, dense].flatten(0, 1))
             final = final.float()
-            motion, frames = self._pair_motion(images, state.poses.frames)
+            motion, history, current = self._pair_motion(images, state.poses.frames)
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
-            cam2world, scale, window, poses = stream_pose_readout(
-                raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
-                state.frame_index, self.cfg.head.scale_ema)
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
             Td = unit_depth.shape[0] // B
+            revisit_inputs = None
+            if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
+                revisit_inputs = RevisitInputs(current, unit_depth.view(B, T, H, W), K_out,
+                                               motion_pool(self.cfg.image_size), self.cfg.head.revisit)
+            cam2world, scale, window, poses = stream_pose_readout(
+                raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
+                state.frame_index, self.cfg.head.scale_ema, revisit_inputs)
             depth = unit_depth.view(B, Td, H, W) * scale[:, dense, None, None]
             conf = conf.view(B, Td, H, W)
             points = unproject_depth(depth, K_out[:, dense])                            # [B, Td, H, W, 3]
@@ -147,13 +158,14 @@ class StreamReconModel(nn.Module):
                "pose_enc": pose_enc}
         if dense_frames is not None:
             out["dense_frames"] = dense_frames
-        poses = dataclasses.replace(poses, frames=frames)
+        poses = dataclasses.replace(poses, frames=history)
         new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
                                 dict(state.meta))
         return out, new_state
 
 
-    def _pair_motion(self, images: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair_motion(self, images: torch.Tensor, history: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pair-motion features of every (frame t, frame t - j) of the call, and the new frame history.
 
         Args:
@@ -161,7 +173,8 @@ class StreamReconModel(nn.Module):
             history: [B, S, 1, h, w] motion frames of the S frames before ``video`` (newest first).
 
         Returns:
-            (motion [B * T, S, C], history after the last frame [B, S, 1, h, w], newest first).
+            (motion [B * T, S, C], history after the last frame [B, S, 1, h, w] (newest first),
+             the T current motion frames [B, T, 1, h, w]).
         """
         B, T = images.shape[:2]
         S = history.shape[1]
@@ -171,7 +184,7 @@ class StreamReconModel(nn.Module):
         earlier = frames[:, index]                                                       # [B, T, S, 1, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
         motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)
-        return motion, frames[:, -S:].flip(1)
+        return motion, frames[:, -S:].flip(1), frames[:, S:]
 
 
 def build_model(cfg: ModelConfig | str | dict) -> StreamReconModel:

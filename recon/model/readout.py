@@ -10,6 +10,8 @@ camera trunk's window poses ``R[n, j]`` (frame n in the camera of frame ``n - j`
    ``A[n - j] @ R_metric[n, j]`` over the slots with ``n - j >= 0``
    (:func:`recon.model.motion_averaging.fuse_pose_candidates`); a frame with no finite
    candidate keeps the previous pose and is counted in ``PoseHistory.fallbacks``.
+3. With revisit inputs: the pose is corrected against the keyframe bank and the frame may become
+   a keyframe (:mod:`recon.model.revisit`); frame 0 (the identity) is always the first keyframe.
 
 The clip path and the streaming step both call :func:`stream_pose_readout` (a loop over the T
 frames of the call, O(S^2) small ops each), so ``model(video)`` equals the ``model.step`` loop.
@@ -22,17 +24,25 @@ from kornia.geometry.conversions import quaternion_to_rotation_matrix
 
 from recon.geometry import pose_from_Rt
 from recon.model.motion_averaging import fuse_pose_candidates
+from recon.model.revisit import (
+    RevisitInputs,
+    correct_at_revisit,
+    empty_keyframe_bank,
+    insert_keyframe,
+    thumbnails,
+)
 from recon.model.state import PoseHistory
 
 
 def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None,
-                       frame_shape: tuple[int, ...] = (1, 1, 1)) -> PoseHistory:
+                       frame_shape: tuple[int, ...] = (1, 1, 1), keyframes: int = 0) -> PoseHistory:
     """The history before frame 0: identity poses, log-scale 0, no fallbacks, zero frames of
-    ``frame_shape`` (C, h, w) for the pair motion encoder."""
+    ``frame_shape`` (C, h, w) for the pair motion encoder, an empty bank of ``keyframes`` slots."""
     eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
     return PoseHistory(eye, torch.zeros(batch_size, device=device),
                        torch.zeros(batch_size, dtype=torch.int64, device=device),
-                       torch.zeros(batch_size, slots, *frame_shape, device=device))
+                       torch.zeros(batch_size, slots, *frame_shape, device=device),
+                       empty_keyframe_bank(batch_size, keyframes, frame_shape, device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -57,7 +67,8 @@ def slot_frame_index(num_frames: int, slots: int, before: int, device: torch.dev
 
 
 def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor,
-                        history: PoseHistory, frame_index: int, scale_ema: float
+                        history: PoseHistory, frame_index: int, scale_ema: float,
+                        revisit: RevisitInputs | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PoseHistory]:
     """Run the readout over T consecutive frames that follow ``history``.
 
@@ -68,6 +79,8 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
         history: the readout state before the first of the T frames.
         frame_index: absolute index of the first frame.
         scale_ema: the EMA weight floor.
+        revisit: per-frame inputs of the keyframe-revisit correction (None: window odometry only,
+            the keyframe bank unchanged).
 
     Returns:
         (cam2world [B, T, 4, 4], scale [B, T] > 0, window poses [B, T, S, 4, 4] in metres,
@@ -75,7 +88,9 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
     """
     B, T, S = translation.shape[:3]
     slot_offset = torch.arange(1, S + 1, device=translation.device)
-    log_s, poses, fallbacks = history.log_scale, history.cam2world, history.fallbacks
+    log_s, poses, fallbacks, bank = history.log_scale, history.cam2world, history.fallbacks, history.keyframes
+    if revisit is not None:
+        thumbs = thumbnails(revisit.frames.flatten(0, 1)).view(B, T, -1)
     scales, absolute, windows = [], [], []
     for t in range(T):
         n = frame_index + t
@@ -90,9 +105,18 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
             fused, none_valid = fuse_pose_candidates(poses @ rel, valid)
             pose = torch.where(none_valid[:, None, None], poses[:, 0], fused)
             fallbacks = fallbacks + none_valid.to(fallbacks.dtype)
+        if revisit is not None:
+            depth = revisit.unit_depth[:, t] * scale[:, None, None]
+            settled = torch.ones(B, dtype=torch.bool, device=pose.device)
+            if n > 0:
+                pose, bank, settled = correct_at_revisit(
+                    pose, bank, revisit.frames[:, t], thumbs[:, t], depth, revisit.K[:, t], n, S,
+                    revisit.pool, revisit.cfg)
+            bank = insert_keyframe(bank, revisit.frames[:, t], thumbs[:, t], pose, depth, n, settled,
+                                   revisit.cfg)
         poses = torch.cat((pose.unsqueeze(1), poses[:, :-1]), dim=1)
         scales.append(scale)
         absolute.append(pose)
         windows.append(rel)
-    new = PoseHistory(poses, log_s, fallbacks, history.frames)
+    new = PoseHistory(poses, log_s, fallbacks, history.frames, bank)
     return torch.stack(absolute, 1), torch.stack(scales, 1), torch.stack(windows, 1), new

@@ -9,7 +9,8 @@ holds everything the model remembers about the past:
 - ``memory``: one cache per memory layer, in the layer's own dataclass (fixed size for every type
   but ``causal_attention``, whose key/value cache grows by one frame per step);
 - ``poses``: the pose readout's :class:`PoseHistory` (the fixed absolute poses of the last S frames
-  for online motion averaging, the smoothed metric log-scale, the count of fusion fallbacks);
+  for online motion averaging, the smoothed metric log-scale, the count of fusion fallbacks, and a
+  fixed-size bank of keyframes for pose corrections at revisits);
 - ``signature``: a hash of the model's architecture config, so a state made by another model is
   rejected with :class:`recon.errors.ShapeError` instead of failing deep inside a layer.
 
@@ -44,6 +45,29 @@ class KVWindow:
 
 
 @dataclass
+class KeyframeBank:
+    """Earlier keyframes the pose readout corrects the current pose against at revisits
+    (:mod:`recon.model.revisit`); fixed size K (K = 0 when revisits are off).
+
+    Attributes:
+        frames: [B, K, 1, h, w] float32 grey motion frames of the keyframes.
+        thumbnails: [B, K, D] float32 zero-mean unit-norm thumbnails (retrieval by correlation).
+        cam2world: [B, K, 4, 4] float32 their fixed poses (world = the first camera).
+        index: [B, K] int64 frame index of each keyframe, -1 for an empty slot.
+        used: [B, K] int64 last frame that inserted or matched the keyframe (replacement: the
+            least recently used slot goes first).
+        corrections: [B] int64 frames whose pose was corrected against a keyframe.
+    """
+
+    frames: torch.Tensor
+    thumbnails: torch.Tensor
+    cam2world: torch.Tensor
+    index: torch.Tensor
+    used: torch.Tensor
+    corrections: torch.Tensor
+
+
+@dataclass
 class PoseHistory:
     """What the pose readout carries: fixed absolute poses of the last S frames and the scale.
 
@@ -55,12 +79,14 @@ class PoseHistory:
             relative estimate of the window was finite.
         frames: [B, S, 1, h, w] float32 grey motion frames of the pair motion encoder
             (:func:`recon.model.motion_encoder.motion_frames`), same order; zeros for frames < 0.
+        keyframes: the revisit keyframe bank.
     """
 
     cam2world: torch.Tensor
     log_scale: torch.Tensor
     fallbacks: torch.Tensor
     frames: torch.Tensor
+    keyframes: KeyframeBank
 
 
 @dataclass

@@ -372,8 +372,9 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     pooled = motion_frames((video[0] - embed.mean) / embed.std, pool).mean((1, 2, 3))  # [T]
     state = net.init_state(1)
     images = (video - embed.mean) / embed.std
-    m1, hist = net._pair_motion(images[:, :2], state.poses.frames)
-    m2, _ = net._pair_motion(images[:, 2:], hist)
+    m1, hist, current = net._pair_motion(images[:, :2], state.poses.frames)
+    m2, _, _ = net._pair_motion(images[:, 2:], hist)
+    torch.testing.assert_close(current[0].mean((1, 2, 3)), pooled[:2])
     motion = torch.cat((m1, m2)).view(5, 3, 2)
     for t in range(5):
         for j in range(1, 4):

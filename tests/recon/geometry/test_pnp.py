@@ -1,0 +1,98 @@
+"""refine_pnp against OpenCV's solvePnP, and interpolate_poses against scipy's Slerp."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation, Slerp
+
+from recon.geometry import interpolate_poses, rotation_angle
+from recon.geometry.pnp import project, refine_pnp
+
+
+def _scene(seed: int, n: int = 150):
+    """Points in front of a source camera, a target camera a small rigid motion away."""
+    rng = np.random.default_rng(seed)
+    X = np.stack([rng.uniform(-1.5, 1.5, n), rng.uniform(-1.0, 1.0, n), rng.uniform(2.0, 5.0, n)], -1)
+    R = Rotation.from_rotvec(rng.normal(0, 0.06, 3)).as_matrix()
+    t = rng.normal(0, 0.1, 3)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, t
+    K = np.array([[110.0, 0, 63.5], [0, 112.0, 47.5], [0, 0, 1]])
+    P = X @ R.T + t
+    x = (P[:, :2] / P[:, 2:]) * [K[0, 0], K[1, 1]] + K[:2, 2]
+    return X, x, K, T
+
+
+def _perturbed(T: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 100)
+    D = np.eye(4)
+    D[:3, :3] = Rotation.from_rotvec(rng.normal(0, 0.03, 3)).as_matrix()
+    D[:3, 3] = rng.normal(0, 0.05, 3)
+    return D @ T
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refine_pnp_matches_opencv_on_noisy_correspondences(seed):
+    X, x, K, T = _scene(seed)
+    x = x + np.random.default_rng(seed + 7).normal(0, 0.3, x.shape)     # pixel noise
+    ok, rvec, tvec = cv2.solvePnP(X, x, K, None, flags=cv2.SOLVEPNP_ITERATIVE)
+    assert ok
+    ref = np.eye(4)
+    ref[:3, :3], ref[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    init = torch.from_numpy(_perturbed(T, seed))[None]
+    est, residual = refine_pnp(torch.from_numpy(X)[None], torch.from_numpy(x)[None],
+                               torch.from_numpy(K)[None], init, torch.ones(1, len(X), dtype=torch.float64),
+                               cauchy_px=50.0)
+    # a large Cauchy scale ~ least squares, which is what solvePnP minimises
+    assert np.abs(est[0].numpy() - ref).max() < 2e-4
+    assert float(residual.median()) < 0.6
+
+
+def test_refine_pnp_ignores_outliers_and_zero_weights():
+    X, x, K, T = _scene(3, n=200)
+    rng = np.random.default_rng(5)
+    bad = rng.choice(len(X), 40, replace=False)                          # 20% gross outliers
+    x_bad = x.copy()
+    x_bad[bad] += rng.uniform(5, 25, (40, 2)) * rng.choice([-1.0, 1.0], (40, 2))   # >= 5 px off
+    weights = torch.ones(1, len(X), dtype=torch.float64)
+    weights[0, :10] = 0.0
+    x_bad[:10] = 0.0                                                      # unused rows: garbage
+    est, residual = refine_pnp(torch.from_numpy(X)[None], torch.from_numpy(x_bad)[None],
+                               torch.from_numpy(K)[None], torch.from_numpy(_perturbed(T, 3))[None],
+                               weights, cauchy_px=1.0)
+    assert np.abs(est[0].numpy() - T).max() < 1e-3
+    good = np.setdiff1d(np.arange(10, len(X)), bad)
+    # Cauchy weights never reach 0, so the outliers pull the fit by a few hundredths of a pixel
+    assert float(residual[0, good].max()) < 0.05
+    assert float(residual[0, bad].min()) > 4.0
+
+
+def test_refine_pnp_is_batched():
+    scenes = [_scene(s) for s in (0, 1)]
+    X = torch.from_numpy(np.stack([s[0] for s in scenes]))
+    x = torch.from_numpy(np.stack([s[1] for s in scenes]))
+    K = torch.from_numpy(np.stack([s[2] for s in scenes]))
+    init = torch.from_numpy(np.stack([_perturbed(s[3], i) for i, s in enumerate(scenes)]))
+    est, _ = refine_pnp(X, x, K, init, torch.ones(2, X.shape[1], dtype=torch.float64), cauchy_px=1.0)
+    for b, s in enumerate(scenes):
+        assert np.abs(est[b].numpy() - s[3]).max() < 1e-6
+        assert torch.allclose(project(K[b:b + 1], X[b:b + 1] @ est[b, :3, :3].T + est[b, :3, 3]), x[b:b + 1],
+                              atol=1e-6)
+
+
+def test_interpolate_poses_follows_slerp_and_lerp():
+    rng = np.random.default_rng(0)
+    a, b = np.eye(4), np.eye(4)
+    ra, rb = Rotation.from_rotvec(rng.normal(0, 0.5, 3)), Rotation.from_rotvec(rng.normal(0, 0.5, 3))
+    a[:3, :3], b[:3, :3] = ra.as_matrix(), rb.as_matrix()
+    a[:3, 3], b[:3, 3] = rng.normal(size=3), rng.normal(size=3)
+    slerp = Slerp([0.0, 1.0], Rotation.concatenate([ra, rb]))
+    for w in (0.0, 0.3, 1.0):
+        out = interpolate_poses(torch.from_numpy(a), torch.from_numpy(b), w).numpy()
+        assert np.abs(out[:3, :3] - slerp([w]).as_matrix()[0]).max() < 1e-9
+        assert np.abs(out[:3, 3] - ((1 - w) * a[:3, 3] + w * b[:3, 3])).max() < 1e-12
+    angle = rotation_angle(torch.from_numpy(a[:3, :3]), torch.from_numpy(b[:3, :3]))
+    assert abs(float(angle) - (ra.inv() * rb).magnitude()) < 1e-9
