@@ -113,7 +113,7 @@ class RevisitConfig:
     min_inlier_fraction: float = 0.5
     max_correction: float = 0.4
     max_correction_deg: float = 12.0
-    gain: float = 0.3
+    gain: float = 0.1
 
 
 @dataclass

@@ -25,8 +25,8 @@ window fusion gave the odometry pose ``P``; ``d`` = the frame's median predicted
    and ``max_correction_deg`` (unless the keyframe passed ``revisit_similarity``: a loop closure
    may correct a large drift); then the pose moves toward it by ``gain``
    (:func:`recon.geometry.interpolate_poses`). The following frames inherit the correction through
-   the window's fixed poses, so a revisit converges over a few frames and one wrong fit moves the
-   pose by at most ``gain`` of a bounded correction.
+   the window's fixed poses, so a revisit converges over about ``1 / gain`` frames, the noise of
+   single fits is filtered, and one wrong fit moves the pose by ``gain`` of its error.
 5. **Insert.** The frame becomes a keyframe when no keyframe's camera is within ``spacing * d``
    and ``spacing_deg`` of its final pose (and its pose is not in the middle of a correction). A
    full bank replaces its least recently used keyframe (inserted or matched longest ago): places
