@@ -233,12 +233,16 @@ def insert_keyframe(bank: KeyframeBank, frame: torch.Tensor, thumbnail: torch.Te
     shift, turn = _distances(bank, pose, depth_scale)
     near = (bank.index >= 0) & (shift < cfg.spacing) & (turn < cfg.spacing_deg)
     insert = ~near.any(1) & settled & torch.isfinite(pose).flatten(1).all(1)
-    slot = torch.where(bank.index < 0, -1, bank.used).argmin(1)          # an empty slot, else LRU
-    m = F.one_hot(slot, bank.index.shape[1]).bool() & insert[:, None]    # [B, K]
-    return dataclasses.replace(
-        bank,
-        frames=torch.where(m[..., None, None, None], frame.unsqueeze(1), bank.frames),
-        thumbnails=torch.where(m[..., None], thumbnail.unsqueeze(1), bank.thumbnails),
-        cam2world=torch.where(m[..., None, None], pose.unsqueeze(1), bank.cam2world),
-        index=torch.where(m, frame_index, bank.index),
-        used=torch.where(m, frame_index, bank.used))
+    if not bool(insert.any()):
+        return bank
+    rows = torch.nonzero(insert).flatten()
+    slot = torch.where(bank.index < 0, -1, bank.used).argmin(1)[rows]     # an empty slot, else LRU
+    frames, thumbs, poses = bank.frames.clone(), bank.thumbnails.clone(), bank.cam2world.clone()
+    index, used = bank.index.clone(), bank.used.clone()
+    frames[rows, slot] = frame[rows].to(frames.dtype)
+    thumbs[rows, slot] = thumbnail[rows]
+    poses[rows, slot] = pose[rows]
+    index[rows, slot] = frame_index
+    used[rows, slot] = frame_index
+    return dataclasses.replace(bank, frames=frames, thumbnails=thumbs, cam2world=poses, index=index,
+                               used=used)
