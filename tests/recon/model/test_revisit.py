@@ -195,3 +195,17 @@ def test_clip_path_equals_streaming_step_with_revisit_corrections():
     with torch.no_grad():
         plain = model(video)
     assert (plain["cam2world"] - clip["cam2world"]).abs().max() > 1e-3
+
+
+def test_non_finite_depth_never_reaches_the_pose():
+    images, depth, K, poses = _frames()
+    m = _motion(images)
+    bank = _bank_with(m[0], poses[0], index=0)
+    drifted = _drift(poses[3], 0.3, 20.0)[None]
+    bad = depth[3:4].clone()
+    bad[:, :48] = float("nan")
+    bad[:, 48:] = float("inf")
+    cfg = dataclasses.replace(RevisitConfig(), revisit_similarity=0.5)
+    pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), bad, K[None], 500, 7, 1,
+                                           cfg)
+    assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
