@@ -193,6 +193,30 @@ def find_runs(root: Path, protocol: str) -> dict[tuple[str, int], dict]:
     return runs
 
 
+def compare_reports(a: Path, b: Path, metric: str) -> str:
+    """Paired statistics of report ``a`` against report ``b`` (same protocol), one line per length."""
+    values = []
+    for path in (a, b):
+        try:
+            values.append(per_sequence(json.loads(path.read_text()), metric))
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise ValueError(f"{path}: not a readable recon eval report.json ({e})") from e
+    lines = [f"{metric}: {a} vs {b} (paired over sequences; bootstrap 95% intervals)"]
+    for label in _labels(*values):
+        st = paired(values[0][label], values[1][label])
+        if st is None:
+            continue
+        ratio = "" if st["ratio"] is None else (
+            f", geometric-mean ratio {st['ratio']:.3f}"
+            + ("" if st["ratio_low"] is None else f" [{st['ratio_low']:.3f}, {st['ratio_high']:.3f}]"))
+        x, y = values[0][label], values[1][label]
+        better = sum(x[n] < y[n] for n in x if n in y)
+        diff = _ci(st["diff"], st["diff_low"], st["diff_high"])
+        lines.append(f"{label}: n={st['n']}, mean {st['mean_a']:.4f} vs {st['mean_b']:.4f}, difference "
+                     f"{diff}{ratio}, lower on {better}/{st['n']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.ablation_stats",
                                      description=__doc__.split("\n")[0])
@@ -200,8 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="synthetic_loops",
                         help="protocol folder (default: %(default)s)")
     parser.add_argument("--metric", default="ate_rmse", choices=sorted(METRICS))
-    parser.add_argument("--out", required=True, help="folder for stats.md and stats.json")
+    parser.add_argument("--out", help="folder for stats.md and stats.json (required without --pair)")
+    parser.add_argument("--pair", nargs=2, metavar=("A", "B"), type=Path,
+                        help="instead: compare two report.json files of one protocol (A against B)")
     args = parser.parse_args(argv)
+    if args.pair:
+        try:
+            print(compare_reports(*args.pair, args.metric))
+        except ValueError as e:
+            print(f"ablation_stats: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if not args.out:
+        parser.error("--out is required (or --pair A B)")
     runs = find_runs(Path(args.root), args.protocol)
     if not any(arm == BASELINE for arm, _ in runs):
         print(f"ablation_stats: error: no {BASELINE}_s<seed>/eval/{args.protocol}/report.json under "

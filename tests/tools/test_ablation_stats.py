@@ -80,3 +80,18 @@ def test_cli_writes_tables_from_a_run_tree(tmp_path, capsys):
     assert json.loads((out / "stats.json").read_text())["metric"] == "ate_rmse"
     assert main(["--root", str(tmp_path / "empty"), "--out", str(out)]) == 2
     assert "no none_s<seed>" in capsys.readouterr().err
+
+
+def test_pair_mode_compares_two_reports(tmp_path, capsys):
+    """A = B / 2 on two of three sequences and = B on the third: ratio (1/2 * 1/2 * 1)^(1/3)."""
+    b = report({"a": {"80": 1.0}, "b": {"80": 2.0}, "c": {"80": 4.0}})
+    a = report({"a": {"80": 0.5}, "b": {"80": 1.0}, "c": {"80": 4.0}})
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    assert main(["--pair", str(pa), str(pb)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("80: n=3, mean 1.8333 vs 2.3333, difference -0.5000")
+    assert f"geometric-mean ratio {0.25 ** (1 / 3):.3f}" in line and line.endswith("lower on 2/3")
+    assert main(["--pair", str(tmp_path / "missing.json"), str(pb)]) == 2
+    assert "missing.json: not a readable recon eval report.json" in capsys.readouterr().err
