@@ -20,7 +20,9 @@
 #
 # Environment: PYTHON (default .venv/bin/python), ROOT (default runs/ablation2), DOCS (default
 # docs/memory_ablation), PROTOCOLS (default "synthetic_loops synthetic_drift"), MAX_FRAMES_CAUSAL
-# (default 2000).
+# (default 2000), REVISIT (default off: the arms are evaluated on their own window odometry,
+# `recon eval --no-revisit`, so the keyframe corrections of the readout do not mask the memory;
+# on: with them, as shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -28,6 +30,7 @@ ROOT=${ROOT:-runs/ablation2}
 DOCS=${DOCS:-docs/memory_ablation}
 PROTOCOLS=${PROTOCOLS:-synthetic_loops synthetic_drift}
 MAX_FRAMES_CAUSAL=${MAX_FRAMES_CAUSAL:-2000}
+REVISIT=${REVISIT:-off}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 usage() { echo "usage: $0 train ARM [SEED] | eval ARM [SEED] | report | arms" >&2; exit 2; }
@@ -55,7 +58,8 @@ case "${1:-}" in
     [[ -f "$dir/export/model.safetensors" ]] || { echo "$dir/export: not trained yet (run: $0 train $arm $seed)" >&2; exit 2; }
     for protocol in $PROTOCOLS; do
       cap=()
-      [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]] && cap=(--max-frames "$MAX_FRAMES_CAUSAL")
+      [[ "$REVISIT" == on ]] || cap+=(--no-revisit)
+      [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]] && cap+=(--max-frames "$MAX_FRAMES_CAUSAL")
       "$PYTHON" -m recon.cli eval "$protocol" --checkpoint "$dir/export" --name "${arm}_s$seed" \
         --out "$dir/eval/$protocol" --quiet "${cap[@]}"
     done

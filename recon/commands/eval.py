@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "evaluates nothing",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-revisit", dest="revisit", action="store_false",
+                        help="no pose corrections at revisited places: evaluate the window odometry alone")
 
 
 def _list_protocols() -> int:
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
 
     options = EvalOptions(protocol=args.protocol, checkpoints=list(args.checkpoint), names=list(args.name),
                           out=args.out, data_root=args.data_root, max_frames=args.max_frames,
-                          device=args.device, quiet=args.quiet)
+                          device=args.device, quiet=args.quiet, revisit=args.revisit)
     return _print_report(evaluate_checkpoints(options), Path(args.out))
 
 

@@ -93,6 +93,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rrd", default=None, type=file_path("an .rrd file path"),
                         help="save the Rerun recording to this .rrd file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-revisit", dest="revisit", action="store_false",
+                        help="no pose corrections at revisited places: the window odometry alone")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,8 @@ class EvalOptions:
         max_frames: cap every sequence (>= 3), None = the protocol's selection.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         quiet: no progress bars.
+        revisit: correct poses at revisited places; False = the window odometry alone
+            (``--no-revisit``, e.g. to measure what the memory layers do on their own).
     """
 
     protocol: str | None
@@ -40,6 +42,7 @@ class EvalOptions:
     max_frames: int | None = None
     device: str = "auto"
     quiet: bool = False
+    revisit: bool = True
 
     def check(self) -> None:
         """Raise InputError for options that can be refused before anything is loaded."""
@@ -93,6 +96,7 @@ def model_facts(model, checkpoint: str) -> dict:
         "dim": cfg.dim,
         "depth": cfg.depth,
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "revisit": cfg.head.revisit.enabled,
         "signature": cfg.signature(),
     }
 
@@ -117,6 +121,8 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
     # every checkpoint is checked (loaded on the CPU) before the first sequence streams; each model
     # then visits the device alone, so several large models never share accelerator memory
     models = [load_model(c, "cpu") for c in options.checkpoints]
+    for model in models:
+        model.set_revisit(options.revisit and model.cfg.head.revisit.enabled)
     out = Path(options.out)
     runs = []
     for name, ckpt, model in zip(names, options.checkpoints, models, strict=True):

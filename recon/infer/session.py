@@ -35,6 +35,8 @@ class RunOptions:
             (``RerunOptions``).
         quiet: no progress bar.
         overwrite: replace the outputs of an earlier run in the output folder.
+        revisit: correct poses at revisited places (``recon.model.revisit``); False = the window
+            odometry alone (``--no-revisit``).
     """
 
     checkpoint: str | None = None
@@ -56,6 +58,7 @@ class RunOptions:
     rrd: str | None = None
     quiet: bool = False
     overwrite: bool = False
+    revisit: bool = True
 
     @classmethod
     def from_args(cls, args, **overrides) -> RunOptions:
@@ -137,6 +140,7 @@ def run_source(
         torch.set_num_threads(options.threads)
         checkpoint = options.checkpoint or DEFAULT_CHECKPOINT
         model = load_model(checkpoint, device)
+        model.set_revisit(options.revisit and model.cfg.head.revisit.enabled)
         stream = FrameStream(
             source,
             tuple(model.cfg.image_size),
@@ -161,6 +165,7 @@ def run_source(
             "resize": options.resize,
             "image_size": list(model.cfg.image_size),
             "intrinsics": intrinsics_label(source, options.intrinsics),
+            "revisit": model.cfg.head.revisit.enabled,
             "rrd": options.rrd,
             "ground_truth_problems": list(getattr(source, "meta", {}).get("ground_truth_problems", [])),
             **(extra_settings or {}),

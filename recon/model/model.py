@@ -61,6 +61,12 @@ class StreamReconModel(nn.Module):
         self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
         self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim)
 
+    def set_revisit(self, enabled: bool) -> None:
+        """Turn the revisit corrections (``cfg.head.revisit.enabled``) on or off; states made
+        before the change no longer fit (the architecture signature changes with it)."""
+        self.cfg.head.revisit.enabled = bool(enabled)
+        self.signature = self.cfg.signature()
+
     @property
     def pose_slots(self) -> int:
         """S, the earlier frames of the window each frame predicts its relative pose to."""

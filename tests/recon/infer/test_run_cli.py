@@ -238,3 +238,19 @@ def test_pose_line_with_baselines_and_when_the_trajectory_cannot_be_aligned():
               "constant_velocity_ate_rmse": 0.25}
     assert pose_line(failed) == ("pose vs ground truth: ATE not computed (cannot align trajectories); static "
                                  "camera 0.5000 m, constant velocity 0.2500 m")
+
+
+def test_no_revisit_runs_the_odometry_alone(tmp_path, small_checkpoint, synthetic_folder):
+    """--no-revisit reaches the model (no keyframe bank in its state) and the summary says so."""
+    from recon.checkpoint import load_model
+
+    for flag, expected in (([], True), (["--no-revisit"], False)):
+        out = tmp_path / f"out{len(flag)}"
+        code = main(["run", str(synthetic_folder), "--checkpoint", str(small_checkpoint), "--out", str(out),
+                     "--quiet", "--max-frames", "2", *flag])
+        assert code == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["settings"]["revisit"] is expected and summary["revisit_corrections"] == 0
+    model = load_model(small_checkpoint)
+    model.set_revisit(False)
+    assert model.init_state(1).poses.keyframes.index.shape == (1, 0)
