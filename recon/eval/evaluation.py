@@ -77,6 +77,8 @@ class EvalOptions:
                 parts += [flag, str(value)]
         if self.device != "auto":
             parts += ["--device", self.device]
+        if not self.revisit:
+            parts.append("--no-revisit")
         return shlex.join(parts)
 
 
@@ -96,7 +98,6 @@ def model_facts(model, checkpoint: str) -> dict:
         "dim": cfg.dim,
         "depth": cfg.depth,
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "revisit": cfg.head.revisit.enabled,
         "signature": cfg.signature(),
     }
 
@@ -153,5 +154,6 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
         "data_root": options.data_root,
         "max_frames": options.max_frames,
         "device": str(device),
+        "revisit": options.revisit,
     }
     return write_report(out, protocol, runs, settings)

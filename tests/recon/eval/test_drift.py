@@ -247,8 +247,10 @@ class OracleModel:
         return self._state(0)
 
     @staticmethod
-    def _state(t: int):  # what the stream loop reads of a StreamState: the pose-fallback count
-        return SimpleNamespace(t=t, poses=SimpleNamespace(fallbacks=torch.zeros(1, dtype=torch.long)))
+    def _state(t: int):  # what the stream loop reads of a StreamState: the fallback and correction counts
+        zero = torch.zeros(1, dtype=torch.long)
+        poses = SimpleNamespace(fallbacks=zero, keyframes=SimpleNamespace(corrections=zero))
+        return SimpleNamespace(t=t, poses=poses)
 
     def step(self, x, state, K=None):
         t = state.t
