@@ -30,7 +30,8 @@ from data.synth import SynthConfig, synthetic_sequence
 from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
 from recon.errors import ReconError
 from recon.files import atomic_write
-from recon.train.losses import mean_depth, rotation_geodesic, window_pairs_gt
+from recon.geometry import rotation_geodesic
+from recon.train.losses import mean_depth, window_pairs_gt
 
 
 @torch.no_grad()

@@ -112,10 +112,22 @@ def compose_poses(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b
 
 
-def rotation_angle(Ra: torch.Tensor, Rb: torch.Tensor) -> torch.Tensor:
-    """Geodesic angle between rotations [..., 3, 3] (broadcast), radians in [0, pi]."""
-    cos = (0.5 * ((Ra.transpose(-1, -2) @ Rb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0)).clamp(-1.0, 1.0)
-    return torch.arccos(cos)
+def rotation_geodesic(R_pred: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
+    """Angle (radians) of ``R_pred^T R_gt``, computed as ``atan2(|axis|, trace - 1)`` (stable near 0 and pi).
+
+    Args:
+        R_pred, R_gt: [..., 3, 3] rotations.
+
+    Returns:
+        [...] angles in [0, pi].
+    """
+    M = R_pred.transpose(-1, -2) @ R_gt
+    trace = M.diagonal(dim1=-2, dim2=-1).sum(-1)
+    skew = torch.stack((M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0],
+                        M[..., 1, 0] - M[..., 0, 1]), dim=-1)
+    # |skew| = 2 sin(theta), trace - 1 = 2 cos(theta); the epsilon keeps the norm's gradient finite at 0.
+    sin2 = torch.sqrt((skew * skew).sum(-1) + 1e-20)
+    return torch.atan2(sin2, trace - 1.0)
 
 
 def interpolate_poses(a: torch.Tensor, b: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:

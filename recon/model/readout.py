@@ -29,6 +29,7 @@ from recon.model.revisit import (
     correct_at_revisit,
     empty_keyframe_bank,
     insert_keyframe,
+    median_depth,
     thumbnails,
 )
 from recon.model.state import PoseHistory
@@ -107,12 +108,13 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
             fallbacks = fallbacks + none_valid.to(fallbacks.dtype)
         if revisit is not None:
             depth = revisit.unit_depth[:, t] * scale[:, None, None]
+            depth_scale = median_depth(depth)
             settled = torch.ones(B, dtype=torch.bool, device=pose.device)
             if n > 0:
                 pose, bank, settled = correct_at_revisit(
-                    pose, bank, revisit.frames[:, t], thumbs[:, t], depth, revisit.K[:, t], n, S,
-                    revisit.pool, revisit.cfg)
-            bank = insert_keyframe(bank, revisit.frames[:, t], thumbs[:, t], pose, depth, n, settled,
+                    pose, bank, revisit.frames[:, t], thumbs[:, t], depth, depth_scale, revisit.K[:, t], n,
+                    S, revisit.pool, revisit.cfg)
+            bank = insert_keyframe(bank, revisit.frames[:, t], thumbs[:, t], pose, depth_scale, n, settled,
                                    revisit.cfg)
         poses = torch.cat((pose.unsqueeze(1), poses[:, :-1]), dim=1)
         scales.append(scale)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from recon.geometry import interpolate_poses, invert_pose, rotation_angle
+from recon.geometry import interpolate_poses, invert_pose, rotation_geodesic
 from recon.geometry.pnp import refine_pnp
 from recon.model.config import RevisitConfig
 from recon.model.motion_encoder import CELL, lucas_kanade
@@ -96,11 +96,16 @@ def empty_keyframe_bank(batch_size: int, capacity: int, frame_shape: tuple[int, 
         torch.zeros(B, dtype=torch.int64, device=device))
 
 
+def median_depth(depth: torch.Tensor) -> torch.Tensor:
+    """``d``, the scale of the distances: depth [B, H, W] (metres) -> its median per frame [B] (>= 1e-6)."""
+    return depth.detach().flatten(1).median(1).values.clamp_min(1e-6)
+
+
 def _distances(bank: KeyframeBank, pose: torch.Tensor, depth_scale: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(camera distance / d [B, K], rotation angle in degrees [B, K]) of each keyframe to ``pose``."""
     shift = (bank.cam2world[..., :3, 3] - pose[:, None, :3, 3]).norm(dim=-1) / depth_scale[:, None]
-    turn = torch.rad2deg(rotation_angle(bank.cam2world[..., :3, :3], pose[:, None, :3, :3]))
+    turn = torch.rad2deg(rotation_geodesic(bank.cam2world[..., :3, :3], pose[:, None, :3, :3]))
     return shift, turn
 
 
@@ -165,7 +170,8 @@ def cell_correspondences(current: torch.Tensor, keyframe: torch.Tensor, depth: t
 
 
 def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tensor,
-                       thumbnail: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                       thumbnail: torch.Tensor, depth: torch.Tensor, depth_scale: torch.Tensor,
+                       K: torch.Tensor,
                        frame_index: int, window: int, pool: int, cfg: RevisitConfig
                        ) -> tuple[torch.Tensor, KeyframeBank, torch.Tensor]:
     """Steps 1-4 for one frame of every sequence of the batch.
@@ -174,7 +180,8 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
         pose: [B, 4, 4] the odometry pose of frame ``frame_index``.
         bank: the keyframes so far.
         frame: [B, 1, h, w] its grey motion frame; thumbnail: [B, D].
-        depth: [B, H, W] its depth in metres; K: [B, 3, 3].
+        depth: [B, H, W] its depth in metres; depth_scale: [B] its :func:`median_depth`;
+            K: [B, 3, 3].
         frame_index: its absolute index. window: S, frames whose poses the window fusion used.
         pool: model pixels per motion pixel.
         cfg: the settings.
@@ -186,7 +193,6 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
     """
     B = pose.shape[0]
     rows = torch.arange(B, device=pose.device)
-    depth_scale = depth.flatten(1).median(1).values.clamp_min(1e-6)
     slot, found, similarity = select_keyframe(bank, thumbnail, pose, depth_scale, frame_index, window, cfg)
     settled = torch.ones(B, dtype=torch.bool, device=pose.device)
     if not bool(found.any()):
@@ -206,10 +212,10 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
         fraction = inliers / usable.sum(1).clamp_min(1)
         eye3 = torch.eye(3, dtype=T.dtype, device=T.device)
         overlap = ((T[:, :3, 3].norm(dim=-1) < cfg.search_distance * depth_scale)
-                   & (torch.rad2deg(rotation_angle(T[:, :3, :3], eye3)) < cfg.search_deg))
+                   & (torch.rad2deg(rotation_geodesic(T[:, :3, :3], eye3)) < cfg.search_deg))
         candidate = kf_pose @ T
         shift = (candidate[:, :3, 3] - pose[:, :3, 3].detach()).norm(dim=-1) / depth_scale
-        turn = torch.rad2deg(rotation_angle(candidate[:, :3, :3], pose[:, :3, :3].detach()))
+        turn = torch.rad2deg(rotation_geodesic(candidate[:, :3, :3], pose[:, :3, :3].detach()))
         bounded = (shift <= cfg.max_correction) & (turn <= cfg.max_correction_deg)
         accept = (found & (inliers >= cfg.min_inliers) & (fraction >= cfg.min_inlier_fraction) & overlap
                   & (bounded | (similarity >= cfg.revisit_similarity))
@@ -225,10 +231,9 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
 
 
 def insert_keyframe(bank: KeyframeBank, frame: torch.Tensor, thumbnail: torch.Tensor,
-                    pose: torch.Tensor, depth: torch.Tensor, frame_index: int, settled: torch.Tensor,
+                    pose: torch.Tensor, depth_scale: torch.Tensor, frame_index: int, settled: torch.Tensor,
                     cfg: RevisitConfig) -> KeyframeBank:
-    """Step 5: the bank after frame ``frame_index`` (final pose [B, 4, 4], depth [B, H, W] metres)."""
-    depth_scale = depth.detach().flatten(1).median(1).values.clamp_min(1e-6)
+    """Step 5: the bank after frame ``frame_index`` (final pose [B, 4, 4], ``median_depth`` [B])."""
     pose = pose.detach()
     shift, turn = _distances(bank, pose, depth_scale)
     near = (bank.index >= 0) & (shift < cfg.spacing) & (turn < cfg.spacing_deg)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from recon.geometry import relative_pose, transform_points, unproject_depth
+from recon.geometry import relative_pose, rotation_geodesic, transform_points, unproject_depth
 from recon.model.pose_enc import intrinsics_to_fov
 from recon.model.readout import slot_frame_index
 
@@ -135,24 +135,6 @@ def depth_gradient_loss(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tenso
         terms = terms + torch.where(pair, diff.abs(), torch.zeros_like(diff)).sum()
         count = count + pair.sum()
     return terms / count.clamp_min(1)
-
-
-def rotation_geodesic(R_pred: torch.Tensor, R_gt: torch.Tensor) -> torch.Tensor:
-    """Angle (radians) of ``R_pred^T R_gt``, computed as ``atan2(|axis|, trace - 1)`` (stable near 0 and pi).
-
-    Args:
-        R_pred, R_gt: [..., 3, 3] rotations.
-
-    Returns:
-        [...] angles in [0, pi].
-    """
-    M = R_pred.transpose(-1, -2) @ R_gt
-    trace = M.diagonal(dim1=-2, dim2=-1).sum(-1)
-    skew = torch.stack((M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0],
-                        M[..., 1, 0] - M[..., 0, 1]), dim=-1)
-    # |skew| = 2 sin(theta), trace - 1 = 2 cos(theta); the epsilon keeps the norm's gradient finite at 0.
-    sin2 = torch.sqrt((skew * skew).sum(-1) + 1e-20)
-    return torch.atan2(sin2, trace - 1.0)
 
 
 def mean_depth(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

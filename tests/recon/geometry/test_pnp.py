@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation, Slerp
 
-from recon.geometry import interpolate_poses, rotation_angle
+from recon.geometry import interpolate_poses, rotation_geodesic
 from recon.geometry.pnp import project, refine_pnp
 
 
@@ -94,5 +94,5 @@ def test_interpolate_poses_follows_slerp_and_lerp():
         out = interpolate_poses(torch.from_numpy(a), torch.from_numpy(b), w).numpy()
         assert np.abs(out[:3, :3] - slerp([w]).as_matrix()[0]).max() < 1e-9
         assert np.abs(out[:3, 3] - ((1 - w) * a[:3, 3] + w * b[:3, 3])).max() < 1e-12
-    angle = rotation_angle(torch.from_numpy(a[:3, :3]), torch.from_numpy(b[:3, :3]))
+    angle = rotation_geodesic(torch.from_numpy(a[:3, :3]), torch.from_numpy(b[:3, :3]))
     assert abs(float(angle) - (ra.inv() * rb).magnitude()) < 1e-9

@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 from data.synth.sequence import SynthConfig, synthetic_sequence
 from recon.checkpoint import DEFAULT_CHECKPOINT, load_model
 from recon.errors import ConfigError
-from recon.geometry import interpolate_poses, rotation_angle
+from recon.geometry import interpolate_poses, rotation_geodesic
 from recon.model import load_model_config
 from recon.model.config import RevisitConfig
 from recon.model.embed import IMAGENET_MEAN, IMAGENET_STD
@@ -24,6 +24,7 @@ from recon.model.revisit import (
     correct_at_revisit,
     empty_keyframe_bank,
     insert_keyframe,
+    median_depth,
     select_keyframe,
     thumbnails,
 )
@@ -47,9 +48,8 @@ def _motion(images: torch.Tensor) -> torch.Tensor:
 
 def _bank_with(frame: torch.Tensor, pose: torch.Tensor, index: int, capacity: int = 4):
     bank = empty_keyframe_bank(1, capacity, tuple(frame.shape), "cpu")
-    depth = torch.full((1, 8, 8), 2.0)
-    return insert_keyframe(bank, frame[None], thumbnails(frame[None]), pose[None], depth, index,
-                           torch.ones(1, dtype=torch.bool), RevisitConfig())
+    return insert_keyframe(bank, frame[None], thumbnails(frame[None]), pose[None], torch.tensor([2.0]),
+                           index, torch.ones(1, dtype=torch.bool), RevisitConfig())
 
 
 def test_cell_correspondences_follow_the_rendered_motion():
@@ -84,15 +84,17 @@ def test_a_revisit_pulls_a_drifted_pose_to_the_keyframe_measurement(gain):
     m = _motion(images)
     bank = _bank_with(m[0], poses[0], index=0)
     drifted = _drift(poses[3], 0.3, 20.0)[None]                 # far outside max_correction
+    d3 = median_depth(depth[3:4])
     cfg = dataclasses.replace(RevisitConfig(), gain=gain, revisit_similarity=0.5)
     pose, new_bank, settled = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4],
-                                                 K[None], frame_index=500, window=7, pool=1, cfg=cfg)
+                                                 d3, K[None], frame_index=500, window=7, pool=1,
+                                                 cfg=cfg)
     assert int(new_bank.corrections) == 1 and int(new_bank.used[0, 0]) == 500
-    full, _, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], K[None], 500, 7, 1,
-                                    dataclasses.replace(cfg, gain=1.0))
+    full, _, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None], 500,
+                                    7, 1, dataclasses.replace(cfg, gain=1.0))
     # gain 1: the measured pose, close to the truth
     assert float((full[0, :3, 3] - poses[3, :3, 3]).norm()) < 0.03
-    assert float(torch.rad2deg(rotation_angle(full[0, :3, :3], poses[3, :3, :3]))) < 1.0
+    assert float(torch.rad2deg(rotation_geodesic(full[0, :3, :3], poses[3, :3, :3]))) < 1.0
     # any gain: that far along the geodesic from the odometry
     assert torch.allclose(pose, interpolate_poses(drifted, full, gain), atol=1e-5)
     assert not bool(settled)                                    # a 20-degree correction: not settled
@@ -103,14 +105,15 @@ def test_a_bounded_match_refuses_a_large_correction_and_unlike_frames_are_not_ma
     m = _motion(images)
     bank = _bank_with(m[0], poses[0], index=0)
     drifted = _drift(poses[3], 0.3, 20.0)[None]
+    d3 = median_depth(depth[3:4])
     strict = dataclasses.replace(RevisitConfig(), revisit_similarity=1.0, search_distance=10.0,
                                  search_deg=90.0)
-    pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], K[None],
+    pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None],
                                            500, 7, 1, strict)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
     noise = torch.rand(1, 1, 96, 128, generator=torch.Generator().manual_seed(0)) * 4 - 2
     loose = dataclasses.replace(RevisitConfig(), min_similarity=-1.0, revisit_similarity=-1.0)
-    pose, new_bank, _ = correct_at_revisit(drifted, bank, noise, thumbnails(noise), depth[3:4], K[None],
+    pose, new_bank, _ = correct_at_revisit(drifted, bank, noise, thumbnails(noise), depth[3:4], d3, K[None],
                                            500, 7, 1, loose)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
 
@@ -139,7 +142,7 @@ def test_select_keyframe_takes_the_oldest_near_the_best_look_and_skips_the_windo
 def test_insert_keyframe_spaces_keyframes_and_replaces_the_least_recently_used():
     cfg = RevisitConfig()                                      # spacing 0.15 * d, 10 degrees
     frame = torch.zeros(1, 1, 96, 128)
-    depth = torch.full((1, 8, 8), 2.0)
+    depth = median_depth(torch.full((1, 8, 8), 2.0))
     settled = torch.ones(1, dtype=torch.bool)
     bank = empty_keyframe_bank(1, 2, (1, 96, 128), "cpu")
 
@@ -206,6 +209,6 @@ def test_non_finite_depth_never_reaches_the_pose():
     bad[:, :48] = float("nan")
     bad[:, 48:] = float("inf")
     cfg = dataclasses.replace(RevisitConfig(), revisit_similarity=0.5)
-    pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), bad, K[None], 500, 7, 1,
-                                           cfg)
+    pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), bad, median_depth(bad),
+                                           K[None], 500, 7, 1, cfg)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
