@@ -31,6 +31,15 @@ def project(K: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     return uv * torch.stack((K[:, 0, 0], K[:, 1, 1]), -1)[:, None] + K[:, None, :2, 2]
 
 
+def _se3_step(xi: torch.Tensor) -> torch.Tensor:
+    """[B, 6] increments (v, omega) -> [B, 4, 4] rigid steps ``[[exp([omega]x), v], [0, 1]]``."""
+    step = torch.zeros(xi.shape[0], 4, 4, dtype=xi.dtype, device=xi.device)
+    step[:, :3, :3] = axis_angle_to_rotation_matrix(xi[:, 3:])
+    step[:, :3, 3] = xi[:, :3]
+    step[:, 3, 3] = 1.0
+    return step
+
+
 def refine_pnp(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
                weights: torch.Tensor, cauchy_px: float, iterations: int = ITERATIONS
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,32 +60,28 @@ def refine_pnp(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Te
     """
     dtype = torch.float64
     X, x, K, T, w0 = X.to(dtype), x.to(dtype), K.to(dtype), init.to(dtype).clone(), weights.to(dtype)
-    fx, fy = K[:, 0, 0, None], K[:, 1, 1, None]
-    B, N = X.shape[:2]
+    fx, fy = K[:, 0, 0, None], K[:, 1, 1, None]                                        # [B, 1]
     eye6 = torch.eye(6, dtype=dtype, device=X.device)
     for _ in range(iterations):
         P = X @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]                      # [B, N, 3]
-        r = project(K, P) - x                                                           # [B, N, 2]
-        front = P[..., 2] > 1e-3
-        w = torch.where(front, w0 / (1.0 + (r.norm(dim=-1) / cauchy_px) ** 2), torch.zeros_like(w0))
         z = P[..., 2].clamp_min(1e-3)
-        # d pixel / d P: [[fx/z, 0, -fx X/z^2], [0, fy/z, -fy Y/z^2]]; d P / d xi = [I, -[P]x].
+        a, b, inv_z = P[..., 0] / z, P[..., 1] / z, 1.0 / z                             # normalised
+        r = torch.stack((fx * a, fy * b), -1) + K[:, None, :2, 2] - x                  # [B, N, 2]
+        w = torch.where(P[..., 2] > 1e-3, w0 / (1.0 + (r.norm(dim=-1) / cauchy_px) ** 2),
+                        torch.zeros_like(w0))
+        # d pixel / d xi for xi = (v, omega), dP = v + omega x P (the closed form of
+        # [[fx/z, 0, -fx X/z^2], [0, fy/z, -fy Y/z^2]] @ [I, -[P]x]), rows u then v: [B, N, 2, 6].
         zero = torch.zeros_like(z)
-        dpix = torch.stack((torch.stack((fx / z, zero, -fx * P[..., 0] / z**2), -1),
-                            torch.stack((zero, fy / z, -fy * P[..., 1] / z**2), -1)), -2)  # [B, N, 2, 3]
-        px, py, pz = P.unbind(-1)
-        skew = torch.stack((torch.stack((zero, -pz, py), -1), torch.stack((pz, zero, -px), -1),
-                            torch.stack((-py, px, zero), -1)), -2)                      # [P]x
-        J = torch.cat((dpix, -dpix @ skew), -1)                                          # [B, N, 2, 6]
-        Jw = J * w[..., None, None]
-        H = torch.einsum("bnki,bnkj->bij", Jw, J)
-        g = torch.einsum("bnki,bnk->bi", Jw, r)
-        damp = DAMPING * H.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None] + 1e-12
-        xi = -torch.linalg.solve(H + damp * eye6, g.unsqueeze(-1)).squeeze(-1)          # [B, 6]
-        step = torch.eye(4, dtype=dtype, device=X.device).repeat(B, 1, 1)
-        step[:, :3, :3] = axis_angle_to_rotation_matrix(xi[:, 3:])
-        step[:, :3, 3] = xi[:, :3]
-        T = step @ T
+        J = torch.stack((
+            torch.stack((inv_z, zero, -a * inv_z, -a * b, 1.0 + a * a, -b), -1) * fx[..., None],
+            torch.stack((zero, inv_z, -b * inv_z, -(1.0 + b * b), a * b, a), -1) * fy[..., None]), -2)
+        J, r = J.flatten(1, 2), r.flatten(1)                                            # [B, 2N, 6], [B, 2N]
+        Jw = J * w.repeat_interleave(2, dim=1)[..., None]
+        H = Jw.transpose(1, 2) @ J                                                      # [B, 6, 6]
+        g = (Jw.transpose(1, 2) @ r[..., None])                                         # [B, 6, 1]
+        damp = DAMPING * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] + 1e-12
+        xi = -torch.linalg.solve(H + damp * eye6, g)[..., 0]                            # [B, 6]
+        T = _se3_step(xi) @ T
     P = X @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
     residual = (project(K, P) - x).norm(dim=-1)
     residual = torch.where(P[..., 2] > 1e-3, residual, torch.full_like(residual, float("inf")))

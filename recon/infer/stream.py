@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from recon.infer.allocator import pin_malloc_thresholds
 from recon.infer.frames import FramePrediction, SourceFrame
 
 
@@ -28,6 +29,7 @@ class StreamSession:
     """
 
     def __init__(self, model, device: torch.device | str = "cpu"):
+        pin_malloc_thresholds()                # flat RSS on long CPU streams (recon.infer.allocator)
         self.model = model
         self.device = torch.device(device)
         self.state = model.init_state(1, device=self.device)

@@ -97,6 +97,10 @@ class RevisitConfig:
         max_correction_deg: ... and rotation, degrees.
         gain: share of the correction applied at one frame (the next frames inherit it through
             the window, so a revisit converges geometrically; 1 = jump at once).
+        measure_every: frames ``n`` with ``n % measure_every == 0`` retrieve and measure; the
+            frames between carry the last accepted measurement's remaining correction (held, not
+            re-measured), so a revisit converges as fast at a ``1 / measure_every`` share of the
+            measurement cost (1 = measure every frame).
     """
 
     enabled: bool = True
@@ -114,6 +118,7 @@ class RevisitConfig:
     max_correction: float = 0.4
     max_correction_deg: float = 12.0
     gain: float = 0.1
+    measure_every: int = 3
 
 
 @dataclass
@@ -264,6 +269,8 @@ def _validate_revisit(r: RevisitConfig) -> None:
     where = "model.head.revisit"
     if r.min_age < 0:
         raise ConfigError(f"{where}.min_age {r.min_age}: expected frames >= 0")
+    if r.measure_every < 1:
+        raise ConfigError(f"{where}.measure_every {r.measure_every}: expected frames >= 1")
     if r.keyframes < 1 or r.min_inliers < 6:
         raise ConfigError(f"{where}: keyframes ({r.keyframes}) must be >= 1 and min_inliers "
                           f"({r.min_inliers}) >= 6 (a pose has 6 degrees of freedom)")

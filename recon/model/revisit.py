@@ -32,9 +32,17 @@ window fusion gave the odometry pose ``P``; ``d`` = the frame's median predicted
    full bank replaces its least recently used keyframe (inserted or matched longest ago): places
    that keep being revisited stay.
 
+Steps 1-4 run at every ``measure_every``-th frame (``n % measure_every == 0``). A frame between
+two measurements carries the last accepted one: the world-frame correction that remained after it
+(``held = C @ inv(P')``, ``P'`` the corrected pose) puts the next odometry pose where the
+measurement would, so the pose keeps moving toward it by ``gain`` per frame and a revisit converges
+as fast, at a ``1 / measure_every`` share of the measurement cost (loop closure at a lower rate
+than tracking, as SLAM systems run it).
+
 Everything is batched torch and a deterministic function of its inputs, so the clip path and the
 streaming step agree; the measurement carries no gradient (no parameters, like the Lucas-Kanade
-layer). Cost per frame: one correlation with K thumbnails, one Lucas-Kanade pair, one 6x6 fit.
+layer). Cost of a measured frame: one correlation with K thumbnails, one Lucas-Kanade pair, one
+6x6 fit from two starts.
 """
 
 from __future__ import annotations
@@ -93,7 +101,9 @@ def empty_keyframe_bank(batch_size: int, capacity: int, frame_shape: tuple[int, 
         torch.eye(4, device=device).repeat(B, K, 1, 1),
         torch.full((B, K), -1, dtype=torch.int64, device=device),
         torch.full((B, K), -1, dtype=torch.int64, device=device),
-        torch.zeros(B, dtype=torch.int64, device=device))
+        torch.zeros(B, dtype=torch.int64, device=device),
+        torch.eye(4, device=device).repeat(B, 1, 1),
+        torch.zeros(B, dtype=torch.bool, device=device))
 
 
 def median_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -192,11 +202,13 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
          applied, so the pose may seed a keyframe).
     """
     B = pose.shape[0]
+    if frame_index % cfg.measure_every:
+        return _apply_held(pose, bank, depth_scale, cfg)
     rows = torch.arange(B, device=pose.device)
     slot, found, similarity = select_keyframe(bank, thumbnail, pose, depth_scale, frame_index, window, cfg)
     settled = torch.ones(B, dtype=torch.bool, device=pose.device)
     if not bool(found.any()):
-        return pose, bank, settled
+        return pose, dataclasses.replace(bank, held_valid=torch.zeros_like(bank.held_valid)), settled
     with torch.no_grad():
         kf_pose = bank.cam2world[rows, slot]
         X, x, usable = cell_correspondences(frame, bank.frames[rows, slot], depth.detach(), K.detach(), pool)
@@ -225,9 +237,40 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
     pose = torch.where(accept[:, None, None], corrected, pose)
     settled = ~accept | ((shift < 0.5 * cfg.spacing) & (turn < 0.5 * cfg.spacing_deg))
     hit = F.one_hot(slot, bank.index.shape[1]).bool() & accept[:, None]
+    held = _remaining(candidate, pose, accept, bank.held)
     bank = dataclasses.replace(bank, used=torch.where(hit, frame_index, bank.used),
-                               corrections=bank.corrections + accept.to(torch.int64))
+                               corrections=bank.corrections + accept.to(torch.int64),
+                               held=held, held_valid=accept)
     return pose, bank, settled
+
+
+def _remaining(candidate: torch.Tensor, pose: torch.Tensor, active: torch.Tensor, held: torch.Tensor
+               ) -> torch.Tensor:
+    """World-frame correction ``candidate @ inv(pose)`` [B, 4, 4] still to apply where ``active``."""
+    rest = candidate @ invert_pose(pose.detach(), check=False)
+    return torch.where(active[:, None, None], rest.to(held.dtype), held)
+
+
+def _apply_held(pose: torch.Tensor, bank: KeyframeBank, depth_scale: torch.Tensor, cfg: RevisitConfig
+                ) -> tuple[torch.Tensor, KeyframeBank, torch.Tensor]:
+    """A frame between measurements: the last measurement's remaining correction, carried.
+
+    The corrected pose of the measured frame is ``P'``, its measurement ``C``; the next frame's
+    odometry composes ``P' @ rel``, so ``held @ P_next`` with ``held = C @ inv(P')`` is where the
+    measurement puts it (``C @ rel``). The pose moves toward that by ``gain``, as at a measurement,
+    and what remains is held on to the next measurement. Returns what :func:`correct_at_revisit` does.
+    """
+    active = bank.held_valid
+    settled = torch.ones_like(active)
+    if not bool(active.any()):
+        return pose, bank, settled
+    candidate = bank.held.to(pose.dtype) @ pose.detach()
+    shift = (candidate[:, :3, 3] - pose[:, :3, 3].detach()).norm(dim=-1) / depth_scale
+    turn = torch.rad2deg(rotation_geodesic(candidate[:, :3, :3], pose[:, :3, :3].detach()))
+    pose = torch.where(active[:, None, None], interpolate_poses(pose, candidate, cfg.gain), pose)
+    settled = ~active | ((shift < 0.5 * cfg.spacing) & (turn < 0.5 * cfg.spacing_deg))
+    return pose, dataclasses.replace(bank, corrections=bank.corrections + active.to(torch.int64),
+                                     held=_remaining(candidate, pose, active, bank.held)), settled
 
 
 def insert_keyframe(bank: KeyframeBank, frame: torch.Tensor, thumbnail: torch.Tensor,

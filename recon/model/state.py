@@ -56,7 +56,11 @@ class KeyframeBank:
         index: [B, K] int64 frame index of each keyframe, -1 for an empty slot.
         used: [B, K] int64 last frame that inserted or matched the keyframe (replacement: the
             least recently used slot goes first).
-        corrections: [B] int64 frames whose pose was corrected against a keyframe.
+        corrections: [B] int64 frames whose pose was corrected against a keyframe (measured or
+            held).
+        held: [B, 4, 4] float32 world-frame correction still to apply after the last measurement
+            (``candidate @ inv(corrected pose)``; identity when none).
+        held_valid: [B] bool ``held`` applies to the frames until the next measurement.
     """
 
     frames: torch.Tensor
@@ -65,6 +69,8 @@ class KeyframeBank:
     index: torch.Tensor
     used: torch.Tensor
     corrections: torch.Tensor
+    held: torch.Tensor
+    held_valid: torch.Tensor
 
 
 @dataclass

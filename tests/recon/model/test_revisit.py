@@ -87,10 +87,10 @@ def test_a_revisit_pulls_a_drifted_pose_to_the_keyframe_measurement(gain):
     d3 = median_depth(depth[3:4])
     cfg = dataclasses.replace(RevisitConfig(), gain=gain, revisit_similarity=0.5)
     pose, new_bank, settled = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4],
-                                                 d3, K[None], frame_index=500, window=7, pool=1,
+                                                 d3, K[None], frame_index=501, window=7, pool=1,
                                                  cfg=cfg)
-    assert int(new_bank.corrections) == 1 and int(new_bank.used[0, 0]) == 500
-    full, _, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None], 500,
+    assert int(new_bank.corrections) == 1 and int(new_bank.used[0, 0]) == 501
+    full, _, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None], 501,
                                     7, 1, dataclasses.replace(cfg, gain=1.0))
     # gain 1: the measured pose, close to the truth
     assert float((full[0, :3, 3] - poses[3, :3, 3]).norm()) < 0.03
@@ -98,6 +98,41 @@ def test_a_revisit_pulls_a_drifted_pose_to_the_keyframe_measurement(gain):
     # any gain: that far along the geodesic from the odometry
     assert torch.allclose(pose, interpolate_poses(drifted, full, gain), atol=1e-5)
     assert not bool(settled)                                    # a 20-degree correction: not settled
+
+
+def test_frames_between_measurements_carry_the_measured_correction():
+    """At frame 501 (501 % 3 == 0) the fit measures C; frames 502 and 503 are not measured but move
+    toward C @ rel (rel: the odometry since, here a known small motion) by the gain, by hand; the
+    next measurement frame that finds nothing drops what was held."""
+    images, depth, K, poses = _frames()
+    m = _motion(images)
+    bank = _bank_with(m[0], poses[0], index=0)
+    drifted = _drift(poses[3], 0.3, 20.0)[None]
+    d3 = median_depth(depth[3:4])
+    cfg = dataclasses.replace(RevisitConfig(), gain=0.3, revisit_similarity=0.5, measure_every=3)
+    args = (m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None])
+    measured, _, _ = correct_at_revisit(drifted, bank, *args, 501, 7, 1, dataclasses.replace(cfg, gain=1.0))
+    corrected, bank, _ = correct_at_revisit(drifted, bank, *args, 501, 7, 1, cfg)
+    assert bool(bank.held_valid) and int(bank.corrections) == 1
+    rel = _drift(torch.eye(4), 0.05, 3.0)                       # the camera moves on, then stays
+    target = measured @ rel                                     # where the measurement puts it
+    pose = corrected @ rel                                      # the odometry after the correction
+    start = (target[0, :3, 3] - pose[0, :3, 3]).norm()
+    for n in (502, 503):
+        reference = interpolate_poses(pose, target, 0.3)
+        pose, bank, _ = correct_at_revisit(pose, bank, *args, n, 7, 1, cfg)
+        assert torch.allclose(pose, reference, atol=1e-4)
+    assert int(bank.corrections) == 3
+    # each held step removes the gain's share of what remains, as a measured one would
+    left = float((target[0, :3, 3] - pose[0, :3, 3]).norm())
+    assert left == pytest.approx(0.7 ** 2 * float(start), rel=1e-3)
+    # frame 504 measures; an unlike frame finds no keyframe and nothing stays held
+    noise = torch.rand(1, 1, 96, 128, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    out, bank, _ = correct_at_revisit(pose, bank, noise, thumbnails(noise), depth[3:4], d3, K[None],
+                                      504, 7, 1, cfg)
+    assert torch.equal(out, pose) and not bool(bank.held_valid)
+    out, bank, _ = correct_at_revisit(pose, bank, *args, 505, 7, 1, cfg)
+    assert torch.equal(out, pose) and int(bank.corrections) == 3
 
 
 def test_a_bounded_match_refuses_a_large_correction_and_unlike_frames_are_not_matched():
@@ -109,12 +144,12 @@ def test_a_bounded_match_refuses_a_large_correction_and_unlike_frames_are_not_ma
     strict = dataclasses.replace(RevisitConfig(), revisit_similarity=1.0, search_distance=10.0,
                                  search_deg=90.0)
     pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), depth[3:4], d3, K[None],
-                                           500, 7, 1, strict)
+                                           501, 7, 1, strict)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
     noise = torch.rand(1, 1, 96, 128, generator=torch.Generator().manual_seed(0)) * 4 - 2
     loose = dataclasses.replace(RevisitConfig(), min_similarity=-1.0, revisit_similarity=-1.0)
     pose, new_bank, _ = correct_at_revisit(drifted, bank, noise, thumbnails(noise), depth[3:4], d3, K[None],
-                                           500, 7, 1, loose)
+                                           501, 7, 1, loose)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
 
 
@@ -164,9 +199,9 @@ def test_insert_keyframe_spaces_keyframes_and_replaces_the_least_recently_used()
 
 
 @pytest.mark.parametrize("key,value", [("keyframes", 0), ("gain", 0.0), ("gain", 1.5), ("min_inliers", 3),
-                                       ("revisit_similarity", 1.2), ("spacing", -1.0)])
+                                       ("revisit_similarity", 1.2), ("spacing", -1.0), ("measure_every", 0)])
 def test_revisit_settings_out_of_range_are_refused_by_name(key, value):
-    with pytest.raises(ConfigError, match="model.head.revisit"):
+    with pytest.raises(ConfigError, match=f"model.head.revisit.*{key}"):
         load_model_config("tiny", head={"revisit": {key: value}})
 
 
@@ -210,5 +245,5 @@ def test_non_finite_depth_never_reaches_the_pose():
     bad[:, 48:] = float("inf")
     cfg = dataclasses.replace(RevisitConfig(), revisit_similarity=0.5)
     pose, new_bank, _ = correct_at_revisit(drifted, bank, m[3:4], thumbnails(m[3:4]), bad, median_depth(bad),
-                                           K[None], 500, 7, 1, cfg)
+                                           K[None], 501, 7, 1, cfg)
     assert torch.equal(pose, drifted) and int(new_bank.corrections) == 0
