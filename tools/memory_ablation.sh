@@ -22,7 +22,9 @@
 # docs/memory_ablation), PROTOCOLS (default "synthetic_loops synthetic_drift"), MAX_FRAMES_CAUSAL
 # (default 2000), REVISIT (default off: the arms are evaluated on their own window odometry,
 # `recon eval --no-revisit`, so the keyframe corrections of the readout do not mask the memory;
-# on: with them, as shipped).
+# on: with them, as shipped), MAX_FRAMES (default unset: whole sequences; set, every sequence of
+# `eval` stops there and the reports go to eval/<protocol>_max<N>/, which `report` and
+# tools/ablation_stats.py read as their own protocol, e.g. PROTOCOLS=synthetic_drift_max1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -30,6 +32,7 @@ ROOT=${ROOT:-runs/ablation2}
 DOCS=${DOCS:-docs/memory_ablation}
 PROTOCOLS=${PROTOCOLS:-synthetic_loops synthetic_drift}
 MAX_FRAMES_CAUSAL=${MAX_FRAMES_CAUSAL:-2000}
+MAX_FRAMES=${MAX_FRAMES:-}
 REVISIT=${REVISIT:-off}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -56,12 +59,18 @@ case "${1:-}" in
     arm_args "$arm" > /dev/null || exit 2
     dir="$ROOT/${arm}_s$seed"
     [[ -f "$dir/export/model.safetensors" ]] || { echo "$dir/export: not trained yet (run: $0 train $arm $seed)" >&2; exit 2; }
+    [[ -z "$MAX_FRAMES" || "$MAX_FRAMES" =~ ^[0-9]+$ ]] || { echo "MAX_FRAMES must be a frame count, got '$MAX_FRAMES'" >&2; exit 2; }
     for protocol in $PROTOCOLS; do
       cap=()
+      out="$dir/eval/$protocol"
       [[ "$REVISIT" == on ]] || cap+=(--no-revisit)
-      [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]] && cap+=(--max-frames "$MAX_FRAMES_CAUSAL")
+      if [[ -n "$MAX_FRAMES" ]]; then
+        cap+=(--max-frames "$MAX_FRAMES"); out="${out}_max$MAX_FRAMES"
+      elif [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]]; then
+        cap+=(--max-frames "$MAX_FRAMES_CAUSAL")
+      fi
       "$PYTHON" -m recon.cli eval "$protocol" --checkpoint "$dir/export" --name "${arm}_s$seed" \
-        --out "$dir/eval/$protocol" --quiet "${cap[@]}"
+        --out "$out" --quiet "${cap[@]}"
     done
     ;;
   report)

@@ -8,8 +8,9 @@ instead, and the heap's free holes between long-lived blocks never shrink: a 10,
 and the map flat. Setting the thresholds explicitly (``mallopt``) turns the dynamic adjustment
 off, so big temporaries keep going back to the system.
 
-Only glibc has ``mallopt``; elsewhere, or when the user already set ``MALLOC_MMAP_THRESHOLD_`` /
-``MALLOC_TRIM_THRESHOLD_`` (glibc's own tunables), nothing changes.
+Only glibc has ``mallopt``; elsewhere, when the user already set ``MALLOC_MMAP_THRESHOLD_`` /
+``MALLOC_TRIM_THRESHOLD_`` (glibc's own tunables), or with ``RECON_MALLOC=default``, nothing
+changes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def pin_malloc_thresholds() -> bool:
     _pinned = False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return _pinned
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    if ("MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
+            or os.environ.get("RECON_MALLOC") == "default"):
         return _pinned
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -61,6 +61,7 @@ def test_the_pattern_grows_without_pinning():
 
 
 @glibc
-def test_a_users_own_malloc_tunables_are_kept():
-    pinned, _ = _child("pin", {"MALLOC_MMAP_THRESHOLD_": "65536"})
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "65536"}, {"RECON_MALLOC": "default"}])
+def test_a_users_own_malloc_tunables_are_kept(env):
+    pinned, _ = _child("pin", env)
     assert not pinned
