@@ -33,6 +33,7 @@ DOCS=${DOCS:-docs/memory_ablation}
 PROTOCOLS=${PROTOCOLS:-synthetic_loops synthetic_drift}
 MAX_FRAMES_CAUSAL=${MAX_FRAMES_CAUSAL:-2000}
 MAX_FRAMES=${MAX_FRAMES:-}
+[[ -z "$MAX_FRAMES" || "$MAX_FRAMES" =~ ^[0-9]+$ ]] || { echo "MAX_FRAMES must be a frame count, got '$MAX_FRAMES'" >&2; exit 2; }
 REVISIT=${REVISIT:-off}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
@@ -59,7 +60,6 @@ case "${1:-}" in
     arm_args "$arm" > /dev/null || exit 2
     dir="$ROOT/${arm}_s$seed"
     [[ -f "$dir/export/model.safetensors" ]] || { echo "$dir/export: not trained yet (run: $0 train $arm $seed)" >&2; exit 2; }
-    [[ -z "$MAX_FRAMES" || "$MAX_FRAMES" =~ ^[0-9]+$ ]] || { echo "MAX_FRAMES must be a frame count, got '$MAX_FRAMES'" >&2; exit 2; }
     for protocol in $PROTOCOLS; do
       cap=()
       out="$dir/eval/$protocol"

@@ -62,6 +62,14 @@ def test_memory_ablation_script_refuses_an_unknown_arm():
     assert not (ROOT / "runs" / "ablation2" / "lstm_s0").exists()
 
 
+def test_memory_ablation_script_refuses_a_bad_frame_cap(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "MAX_FRAMES": "1k", "ROOT": str(tmp_path)}
+    run = subprocess.run(["tools/memory_ablation.sh", "eval", "none"], cwd=ROOT, capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "MAX_FRAMES must be a frame count, got '1k'"
+
+
 @pytest.mark.parametrize(
     "options, message",
     [('{"delta_rule": false}', "model.memory.options.delta_rule: unknown option of memory type 'elastic'; "
