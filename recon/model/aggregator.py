@@ -14,6 +14,7 @@ from torch import nn
 
 from layers.registry import build_memory
 from layers.rope import SpatioTemporalRoPE
+from recon.errors import ConfigError
 from recon.model.blocks import FrameBlock, LocalBlock, MemoryBlock
 from recon.model.config import ModelConfig
 from recon.model.embed import FrameEmbedding
@@ -48,7 +49,12 @@ class Aggregator(nn.Module):
         mem_heads = cfg.memory.num_heads or cfg.num_heads
         memory = {}
         for i in sorted(cfg.memory.depths):
-            layer = build_memory(cfg.memory.type, cfg.dim, mem_heads, cfg.memory.options)
+            try:
+                layer = build_memory(cfg.memory.type, cfg.dim, mem_heads, cfg.memory.options)
+            except ConfigError:
+                raise
+            except ValueError as e:  # a value the layer refuses (a range), named like a config key
+                raise ConfigError(f"model.memory.options ({cfg.memory.type}): {e}") from e
             if layer is not None:
                 memory[str(i)] = MemoryBlock(cfg.dim, layer, cfg.mlp_ratio, cfg.memory.layer_scale)
         self.memory_blocks = nn.ModuleDict(memory)

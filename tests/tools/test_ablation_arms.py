@@ -75,8 +75,10 @@ def test_memory_ablation_script_refuses_a_bad_frame_cap(tmp_path):
     [('{"delta_rule": false}', "model.memory.options.delta_rule: unknown option of memory type 'elastic'; "
                                "valid options: "),
      ('{"mode": "faithful", "form": "sequential"}', "model.memory.options.form: option 'form' is for "
-                                                    "mode='reduced' only; mode='faithful' takes: ")],
-    ids=["unknown-option", "misfit"],
+                                                    "mode='reduced' only; mode='faithful' takes: "),
+     ('{"mode": "faithful", "lam": -1}',
+      "model.memory.options (elastic): ElasticMemory: lam must be in (0, 1]")],
+    ids=["unknown-option", "misfit", "out-of-range"],
 )
 def test_recon_train_fit_refuses_bad_memory_options_at_config_time(tmp_path, options, message):
     cmd = [sys.executable, "-m", "recon.cli", "train", "fit",
