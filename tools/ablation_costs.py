@@ -28,18 +28,10 @@ import torch
 
 from recon.errors import ConfigError
 from tools.ablation_arms import ARMS_FILE, load_arms
-from tools.bench.bench_train_step import step_seconds
+from tools.bench.bench_train_step import build, step_seconds
 from tools.bench.common import markdown_table, write_json
 
 CLIP_FRAMES = 48
-
-
-def build(arm: dict, preset: str = "tiny"):
-    """A randomly initialised model of the preset with the arm's memory."""
-    from recon.model import build_model, load_model_config
-
-    torch.manual_seed(0)
-    return build_model(load_model_config(preset, memory={"type": arm["type"], "options": arm["options"]}))
 
 
 def stream_ms(model, frames: torch.Tensor, state):
@@ -55,7 +47,7 @@ def stream_ms(model, frames: torch.Tensor, state):
 
 def measure(arms: dict[str, dict], frames: int, repeats: int, rounds: int = 4) -> list[dict]:
     """Rows of the cost table, one per arm (interleaved rounds; medians)."""
-    models = {name: build(arm) for name, arm in arms.items()}
+    models = {name: build("tiny", arm["type"], arm["options"]) for name, arm in arms.items()}
     H, W = next(iter(models.values())).cfg.image_size
     g = torch.Generator().manual_seed(0)
     clip = torch.rand(1, CLIP_FRAMES, 3, H, W, generator=g)

@@ -23,11 +23,12 @@ from layers.registry import MEMORY_TYPES
 from tools.bench.common import markdown_table, write_json
 
 
-def build(preset: str, memory: str):
+def build(preset: str, memory: str, options: dict | None = None):
+    """A randomly initialised (seed 0) model of the preset with that memory and options (train mode)."""
     from recon.model import build_model, load_model_config
 
     torch.manual_seed(0)
-    return build_model(load_model_config(preset, memory={"type": memory})).train()
+    return build_model(load_model_config(preset, memory={"type": memory, "options": options or {}})).train()
 
 
 def step_seconds(model, video: torch.Tensor, dense_every: int = 1) -> float:
