@@ -13,16 +13,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
     A reader (or a run killed mid-write) sees either the previous complete file or the new one,
     never a half-written file. ``write(tmp_path)`` must create ``tmp_path``; its suffix is kept so
-    libraries that pick a format from the extension (open3d, numpy) still do.
+    libraries that pick a format from the extension (open3d, numpy) still do. The file gets the
+    mode a plain ``open(path, "w")`` would give (0666 less the umask), also when the library wrote
+    it private (safetensors' ``save_file`` creates 0600 files).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask: Linux's ``/proc/self/status``, else set and put back (POSIX has no getter)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_folder(path: str | Path, write: Callable[[Path], None]) -> None:

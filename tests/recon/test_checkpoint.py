@@ -56,6 +56,20 @@ def test_export_round_trip_gives_the_same_network(tmp_path):
     _assert_same_function(model, load_model(tmp_path / "exp" / WEIGHTS_NAME))
 
 
+def test_exported_files_are_readable_by_others_like_any_written_file(tmp_path):
+    """safetensors writes its files 0600; an export (often shared, or committed) gets 0666 - umask."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        save_weights(_small(), tmp_path / "exp")
+    finally:
+        os.umask(old)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        assert stat.S_IMODE((tmp_path / "exp" / name).stat().st_mode) == 0o640, name
+
+
 def _fake_lightning_ckpt(path, model, step=11):
     ckpt = {"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}, "global_step": step,
             "epoch": 0, "hyper_parameters": {"net": model.cfg.to_dict()}}
