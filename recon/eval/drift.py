@@ -43,7 +43,10 @@ from recon.eval.protocols import FULL, Protocol
 from recon.eval.scoring import FrameRecords, GroundTruthScorer
 from recon.infer.sources import FrameStream
 from recon.infer.stream import StreamSession
+from recon.model.state import memory_state_norm, norm_growth
 from recon.trajectory import TumWriter
+
+MEMORY_NORM_EVERY = 100  # frames between samples of the memory-state norm (SequenceEvaluation.health)
 
 
 @dataclass
@@ -62,6 +65,10 @@ class SequenceEvaluation:
         drift: ``align_frames`` (n) and rates per 100 frames: ``ate_per_100_frames``,
             ``abs_rel_fixed_scale_per_100_frames`` (NaN when undefined).
         timing: ``fps``, ``latency_ms_median``, ``latency_ms_p95``.
+        health: ``nonfinite_frames`` (frames whose pose or depth held a NaN / inf),
+            ``memory_norm_every`` (k), ``memory_norm`` (the largest memory-state tensor norm after
+            every k-th frame and after the last, ``recon.model.state.memory_state_norm``) and
+            ``memory_norm_growth`` (``norm_growth`` of those samples: ~1 for a bounded state).
     """
 
     name: str
@@ -70,6 +77,7 @@ class SequenceEvaluation:
     curves: dict[str, list[float]] = field(default_factory=dict)
     drift: dict[str, float] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    health: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,7 +266,8 @@ def stream_records(
     device: torch.device | str = "cpu",
     trajectory_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[FrameRecords, dict[str, float]]:
+    norm_every: int = MEMORY_NORM_EVERY,
+) -> tuple[FrameRecords, dict[str, float], dict]:
     """Stream a sequence through a model once (constant memory), recording every frame.
 
     Args:
@@ -268,11 +277,12 @@ def stream_records(
         device: the model's device.
         trajectory_path: optional TUM file for the predicted cam2world (written frame by frame).
         progress: called with 1 after every frame.
+        norm_every: sample the memory-state norm after every ``norm_every``-th frame.
 
     Returns:
         (records, timing {fps, latency_ms_median, latency_ms_p95} of the model step and the copy of
         its outputs (``FramePrediction.latency_ms``): frame decoding / rendering and scoring are not
-        counted).
+        counted, health: as :attr:`SequenceEvaluation.health`).
     """
     stream = FrameStream(sequence, tuple(model.cfg.image_size), protocol.resize,
                          use_source_K=protocol.intrinsics == "source")
@@ -283,10 +293,14 @@ def stream_records(
         protocol.depth.max_depth,
     )
     writer = TumWriter(trajectory_path) if trajectory_path is not None else None
-    latencies = []
+    latencies, norms, nonfinite = [], [], 0
+    session = StreamSession(model, device)
     try:
-        for pred in StreamSession(model, device).run(stream):
+        for pred in session.run(stream):
             latencies.append(pred.latency_ms)
+            nonfinite += not (np.isfinite(pred.cam2world).all() and np.isfinite(pred.depth).all())
+            if len(latencies) % norm_every == 0:
+                norms.append(memory_state_norm(session.state))
             scorer.update(pred)
             if writer is not None:
                 writer.write(pred.timestamp, pred.cam2world)
@@ -301,7 +315,11 @@ def stream_records(
         "latency_ms_median": float(np.median(lat)),
         "latency_ms_p95": float(np.percentile(lat, 95)),
     }
-    return scorer.records(), timing
+    if len(latencies) % norm_every:
+        norms.append(memory_state_norm(session.state))
+    health = {"nonfinite_frames": int(nonfinite), "memory_norm_every": int(norm_every), "memory_norm": norms,
+              "memory_norm_growth": norm_growth(norms)}
+    return scorer.records(), timing, health
 
 
 def records_from_trajectories(ts_est, est, ts_gt, gt, max_dt: float = 0.02) -> FrameRecords:

@@ -138,9 +138,9 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
             bar = tqdm(total=len(seq), unit="frame", desc=desc, disable=options.quiet, dynamic_ncols=True)
             with bar:
                 traj = traj_dir / safe_name(name) / f"{safe_name(seq_name)}.txt"
-                records, timing = stream_records(model, seq, protocol, device, traj, bar.update)
+                records, timing, health = stream_records(model, seq, protocol, device, traj, bar.update)
             result = evaluate_records(records, protocol, seq_name)
-            result.timing = timing
+            result.timing, result.health = timing, health
             run.sequences.append(result)
             posed = records.has_pose
             if posed.any():

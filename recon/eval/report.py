@@ -250,8 +250,31 @@ def markdown_report(report: dict) -> str:
                 _fmt(s["drift"].get("ate_per_100_frames"), "{:+.5f}"),
             ]
             lines.append(f"| {m['name']} | {s['name']} | " + " | ".join(cells) + " |")
+    lines += _health_lines(report)
     lines += ["", f"![error vs length]({LENGTH_PLOT})", "", f"![per-frame error]({CURVE_PLOT})", ""]
     return "\n".join(lines)
+
+
+def _health_lines(report: dict) -> list[str]:
+    """The "Stream health" table: non-finite frames and the memory-state norm of every sequence."""
+    rows = [(m["name"], s) for m in report["models"] for s in m["sequences"] if s.get("health")]
+    if not rows:
+        return []
+    lines = ["", "## Stream health", "",
+             "Frames whose pose or depth held a NaN / inf, and the largest memory-state tensor norm "
+             "(sampled every `memory_norm_every` frames; growth = max over the second half / max over "
+             "frames 10-50%, about 1 for a bounded state).", "",
+             "| model | sequence | frames | non-finite frames | memory norm, first sample | last | max "
+             "| growth |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, s in rows:
+        h = s["health"]
+        norms = [v for v in h.get("memory_norm", []) if v is not None]
+        first, last, top = (norms[0], norms[-1], max(norms)) if norms else (None, None, None)
+        cells = [str(s["num_frames"]), str(h.get("nonfinite_frames", "–")), _fmt(first, "{:.4g}"),
+                 _fmt(last, "{:.4g}"), _fmt(top, "{:.4g}"), _fmt(h.get("memory_norm_growth"), "{:.3f}")]
+        lines.append(f"| {name} | {s['name']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _mean_curve(curves: list[list]) -> np.ndarray:
@@ -461,6 +484,13 @@ def check_report(path: str, report: dict) -> None:
             _require(seq, "num_frames", int, w, path)
             _flat(_require(seq, "drift", dict, w, path), f"{w}.drift", path)
             _flat(seq.get("timing", {}), f"{w}.timing", path)
+            health = dict(seq.get("health", {}))
+            norms = health.pop("memory_norm", [])
+            _flat(health, f"{w}.health", path)
+            if not isinstance(norms, list):
+                raise ValueError(f"{path}: {w}.health.memory_norm is {_show(norms)}, expected a list")
+            for k, v in enumerate(norms):
+                _scalar(v, "memory_norm", f"{w}.health.memory_norm[{k}]", path)
             for c, curve in _require(seq, "curves", dict, w, path).items():
                 _require(seq["curves"], c, list, f"{w}.curves", path)
                 for k, v in enumerate(curve):

@@ -140,17 +140,44 @@ class StreamState:
             )
 
 
+def state_tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor reachable in (nested) dataclasses / lists / tuples / dicts, in field order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [t for f in dataclasses.fields(obj) for t in state_tensors(getattr(obj, f.name))]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in state_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in state_tensors(v)]
+    return []
+
+
 def tensor_bytes(obj: Any) -> int:
     """Sum of ``numel * element_size`` over every tensor reachable in dataclasses/lists/dicts/tuples."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return sum(tensor_bytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+    return sum(t.numel() * t.element_size() for t in state_tensors(obj))
+
+
+def memory_state_norm(state: StreamState) -> float:
+    """The largest Frobenius norm (in float32) over the tensors of the memory layers' caches.
+
+    The quantity the bounded-state checks follow over a long stream; 0.0 for a model without
+    memory layers, NaN or inf when a cache holds a non-finite value.
+    """
+    return max((t.float().norm().item() for t in state_tensors(state.memory)), default=0.0)
+
+
+def norm_growth(norms: list[float]) -> float:
+    """``max(norms[n/2:]) / max(norms[n/10 : n/2])``: how much a state norm grew after its start.
+
+    About 1 for a state that settles; it keeps growing with the stream for an unbounded one. NaN
+    when fewer than 4 samples or the early part is zero (no memory, or nothing written yet).
+    """
+    n = len(norms)
+    if n < 4:
+        return float("nan")
+    early, late = max(norms[n // 10 : n // 2]), max(norms[n // 2 :])
+    return late / early if early > 0 else float("nan")
 
 
 def detach_state(obj: Any) -> Any:

@@ -15,13 +15,13 @@ quantity the bounded-state tests check.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 
 import torch
 
 from layers.registry import MEMORY_TYPES
+from recon.model.state import memory_state_norm, norm_growth
 from tools.bench.common import markdown_table, write_json
 
 
@@ -32,19 +32,6 @@ def looped_clip(frames: int, height: int, width: int, seed: int = 3) -> torch.Te
     clip = [torch.roll(base, shifts=t, dims=-1)[..., :width] * (0.8 + 0.2 * math.sin(0.3 * t))
             for t in range(frames)]
     return torch.stack(clip, 1).clamp(0, 1)
-
-
-def state_tensors(obj) -> list[torch.Tensor]:
-    """Every tensor reachable from a (nested) state object."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in state_tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in state_tensors(o)]
-    if dataclasses.is_dataclass(obj):
-        return [t for f in dataclasses.fields(obj) for t in state_tensors(getattr(obj, f.name))]
-    return []
 
 
 def stream_norms(preset: str, memory: str, options: dict, frames: int, seed: int = 0) -> list[float]:
@@ -59,7 +46,7 @@ def stream_norms(preset: str, memory: str, options: dict, frames: int, seed: int
     with torch.no_grad():
         for t in range(frames):
             _, state = model.step(clip[:, t % clip.shape[1]], state)
-            norms.append(max((x.float().norm().item() for x in state_tensors(state.memory)), default=0.0))
+            norms.append(memory_state_norm(state))
     return norms
 
 
@@ -80,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, options in variants:
         norms = stream_norms(args.preset, args.memory, json.loads(options), args.frames)
         curves[name] = norms
-        early, late = max(norms[args.frames // 10 : args.frames // 2]), max(norms[args.frames // 2 :])
         row = {"variant": name, "options": options}
         row.update({f"frame {m}": round(norms[m - 1], 2) for m in marks})
-        row["late / early"] = round(late / early, 3) if early > 0 else float("nan")
+        row["late / early"] = round(norm_growth(norms), 3)
         rows.append(row)
         print(markdown_table([row]), flush=True)
     print(markdown_table(rows))

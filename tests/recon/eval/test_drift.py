@@ -237,20 +237,23 @@ def test_ground_truth_points_land_on_the_unprojected_depth():
 class OracleModel:
     """Streams ground truth back: depth x 2, poses and points in a similar world, with z drift."""
 
-    def __init__(self, seq, hw, n, d):
+    def __init__(self, seq, hw, n, d, nan_depth_at=()):
         self.cfg = type("Cfg", (), {"image_size": hw})()
         gt = np.stack([seq[i].cam2world for i in range(len(seq))])
         self.poses = _drifting_estimate(gt, n, d)
         self.seq = seq
+        self.nan_depth_at = set(nan_depth_at)
 
     def init_state(self, batch_size, device="cpu"):
         return self._state(0)
 
     @staticmethod
-    def _state(t: int):  # what the stream loop reads of a StreamState: the fallback and correction counts
+    def _state(t: int):
+        """What the stream loop reads of a StreamState: the fallback and correction counts, and a
+        memory whose norm after t frames is 2t (a 2 x 2 cache filled with t)."""
         zero = torch.zeros(1, dtype=torch.long)
         poses = SimpleNamespace(fallbacks=zero, keyframes=SimpleNamespace(corrections=zero))
-        return SimpleNamespace(t=t, poses=poses)
+        return SimpleNamespace(t=t, poses=poses, memory=[{"cache": torch.full((2, 2), float(t))}])
 
     def step(self, x, state, K=None):
         t = state.t
@@ -261,14 +264,28 @@ class OracleModel:
         cam = torch.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], -1).numpy()
         world = cam @ f.cam2world[:3, :3].T + f.cam2world[:3, 3]
         model_world = ((world - SIM_T) @ SIM_ROT) / SIM_SCALE
+        depth_out = 2.0 * f.depth + (f.depth <= 0)
+        if t in self.nan_depth_at:
+            depth_out[0, 0] = np.nan
         out = {
-            "depth": torch.from_numpy(2.0 * f.depth + (f.depth <= 0))[None].float(),
+            "depth": torch.from_numpy(depth_out)[None].float(),
             "cam2world": torch.from_numpy(self.poses[t])[None].float(),
             "world_points": torch.from_numpy(model_world)[None].float(),
             "depth_conf": torch.ones(1, *f.depth.shape),
             "K": torch.from_numpy(f.K)[None].float(),
         }
         return out, self._state(t + 1)
+
+
+def test_stream_health_counts_frames_with_non_finite_outputs():
+    protocol = _protocol(lengths=["full"], depth={"samples_per_frame": 16})
+    config = SynthConfig(num_frames=12, width=32, height=24, trajectory="walk", shadows=False)
+    seq = synthetic_sequence(config, 4)
+    model = OracleModel(seq, (24, 32), 4, 0.0, nan_depth_at=(3, 7))
+    _, _, health = stream_records(model, seq, protocol)  # default: one sample every 100 frames
+    assert health["nonfinite_frames"] == 2
+    assert health["memory_norm_every"] == 100 and health["memory_norm"] == pytest.approx([24.0])  # last frame
+    assert np.isnan(health["memory_norm_growth"])  # one sample: no growth to measure
 
 
 def test_oracle_model_streamed_end_to_end(tmp_path):
@@ -284,8 +301,13 @@ def test_oracle_model_streamed_end_to_end(tmp_path):
     model = OracleModel(seq, hw, n, d)
     calls = []
     traj = tmp_path / "t.txt"
-    rec, timing = stream_records(model, seq, protocol, trajectory_path=traj, progress=calls.append)
+    rec, timing, health = stream_records(model, seq, protocol, trajectory_path=traj, progress=calls.append,
+                                         norm_every=5)
     assert len(calls) == 24 and timing["fps"] > 0
+    # memory norm 2t after frames 5, 10, 15, 20 and the last (24); growth = max(30, 40, 48) / max(10, 20)
+    assert health["memory_norm"] == pytest.approx([10.0, 20.0, 30.0, 40.0, 48.0])
+    assert health["memory_norm_growth"] == pytest.approx(2.4)
+    assert health["nonfinite_frames"] == 0
     assert len(read_tum(traj)[0]) == 24  # the predicted trajectory, frame by frame
     result = evaluate_records(rec, protocol, "oracle")
     first, full = result.prefixes[0], result.prefixes[-1]

@@ -65,7 +65,12 @@ def test_eval_two_checkpoints_end_to_end(tmp_path, checkpoints, capsys):
         assert seq["prefixes"][-1]["pose"]["num_poses"] == 12
         assert seq["prefixes"][-1]["depth"]["median"]["num_pixels"] > 0
         assert "chamfer_l1" in seq["prefixes"][-1]["cloud"]
-    assert (out / "report.md").read_text().count("| elastic | synth_loop_") == 2
+        # 12 frames: one memory-norm sample, after the last frame; finite, nothing non-finite
+        assert seq["health"]["nonfinite_frames"] == 0 and len(seq["health"]["memory_norm"]) == 1
+        assert 0 < seq["health"]["memory_norm"][0] < float("inf")
+    md = (out / "report.md").read_text()
+    assert md.count("| elastic | synth_loop_") == 4  # the per-sequence and the stream-health tables
+    assert "## Stream health" in md
     for png in ("error_vs_length.png", "per_frame_error.png"):
         assert cv2.imread(str(out / png)) is not None
 
