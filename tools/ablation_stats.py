@@ -19,6 +19,12 @@ verdict says that the noise is not measured and reports only whether the interva
 
     python -m tools.ablation_stats --root runs/ablation2 --protocol synthetic_loops \\
         --out docs/memory_ablation/synthetic_loops          # -> stats.md, stats.json
+    python -m tools.ablation_stats --pair A/report.json B/report.json [--metric ate_se3_rmse]
+
+``ate_se3_rmse`` is not stored in the reports: it is the ATE after a rigid (SE(3), no scale) fit,
+recomputed on every prefix from the TUM trajectories ``recon eval`` writes beside its report
+(``trajectories/<model>/<sequence>.txt`` and ``trajectories/groundtruth/``), i.e. the error of
+the trajectory at the size the model gave it: what a metric-scale readout is for.
 """
 
 from __future__ import annotations
@@ -33,27 +39,52 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-METRICS = {  # name -> path in a report's per-sequence prefix dict
+METRICS = {  # name -> path in a report's per-sequence prefix dict (None: from the trajectories)
     "ate_rmse": ("pose", "ate_rmse"),
     "rpe_trans_rmse": ("pose", "rpe_trans_rmse"),
     "abs_rel_median": ("depth", "median", "abs_rel"),
+    "ate_se3_rmse": None,
 }
 BASELINE = "none"
+REPORT_DIR_KEY = "_report_dir"  # find_runs records each report's folder under this key
 RUN_NAME = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
 
 
-def per_sequence(report: dict, metric: str) -> dict[str, dict[str, float]]:
-    """{length label: {sequence name: metric}} of a report's first model (finite values only)."""
+def per_sequence(report: dict, metric: str, report_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """{length label: {sequence name: metric}} of a report's first model (finite values only).
+
+    ``report_dir`` (the report's folder) is needed for ``ate_se3_rmse``, read from its trajectories.
+    """
     keys = METRICS[metric]
+    model = report["models"][0]
     out: dict[str, dict[str, float]] = {}
-    for seq in report["models"][0]["sequences"]:
+    for seq in model["sequences"]:
         for prefix in seq["prefixes"]:
-            node = prefix
-            for k in keys:
-                node = node.get(k) if isinstance(node, dict) else None
+            if keys is None:
+                folder = report_dir if report_dir is not None else report.get(REPORT_DIR_KEY)
+                node = _rigid_ate(folder, model["name"], seq["name"], int(prefix["length"]))
+            else:
+                node = prefix
+                for k in keys:
+                    node = node.get(k) if isinstance(node, dict) else None
             if isinstance(node, (int, float)) and math.isfinite(node):
                 out.setdefault(prefix["label"], {})[seq["name"]] = float(node)
     return out
+
+
+def _rigid_ate(report_dir: Path | None, model: str, sequence: str, length: int) -> float:
+    """ATE RMSE after an SE(3) fit of the first ``length`` predicted poses (timestamp-associated)."""
+    from recon.eval.evaluation import safe_name
+    from recon.eval.pose_metrics import associate_trajectories, pose_metrics
+    from recon.trajectory import read_tum
+
+    if report_dir is None:
+        raise ValueError("ate_se3_rmse needs the report's folder (its trajectories)")
+    folder = Path(report_dir) / "trajectories"
+    ts_est, est = read_tum(folder / safe_name(model) / f"{safe_name(sequence)}.txt")
+    ts_gt, gt = read_tum(folder / "groundtruth" / f"{safe_name(sequence)}.txt")
+    _, est, gt = associate_trajectories(ts_est[:length], est[:length], ts_gt, gt)
+    return pose_metrics(est, gt, align="se3").ate_rmse
 
 
 def bootstrap_mean(x: np.ndarray, seed: int = 0,
@@ -189,7 +220,8 @@ def find_runs(root: Path, protocol: str) -> dict[tuple[str, int], dict]:
     for path in sorted(root.glob(f"*_s*/eval/{protocol}/report.json")):
         match = RUN_NAME.match(path.parents[2].name)
         if match:
-            runs[(match["arm"], int(match["seed"]))] = json.loads(path.read_text())
+            runs[(match["arm"], int(match["seed"]))] = {**json.loads(path.read_text()),
+                                                        REPORT_DIR_KEY: str(path.parent)}
     return runs
 
 
@@ -198,7 +230,7 @@ def compare_reports(a: Path, b: Path, metric: str) -> str:
     values = []
     for path in (a, b):
         try:
-            values.append(per_sequence(json.loads(path.read_text()), metric))
+            values.append(per_sequence(json.loads(path.read_text()), metric, path.parent))
         except (OSError, ValueError, KeyError, IndexError) as e:
             raise ValueError(f"{path}: not a readable recon eval report.json ({e})") from e
     lines = [f"{metric}: {a} vs {b} (paired over sequences; bootstrap 95% intervals)"]

@@ -95,3 +95,39 @@ def test_pair_mode_compares_two_reports(tmp_path, capsys):
     assert f"geometric-mean ratio {0.25 ** (1 / 3):.3f}" in line and line.endswith("lower on 2/3")
     assert main(["--pair", str(tmp_path / "missing.json"), str(pb)]) == 2
     assert "missing.json: not a readable recon eval report.json" in capsys.readouterr().err
+
+
+def _report_with_trajectories(folder, name: str, shrink: float, n: int = 10) -> None:
+    """A report folder whose model ran one 'loop' sequence: the true centres on a line x = 0.1 i,
+    the predicted ones the same line shrunk toward the origin by ``shrink`` (rotations identity)."""
+    from recon.trajectory import write_tum
+
+    gt = np.tile(np.eye(4), (n, 1, 1))
+    gt[:, 0, 3] = 0.1 * np.arange(n)
+    est = gt.copy()
+    est[:, 0, 3] *= shrink
+    ts = np.arange(n) / 30.0
+    (folder / "trajectories" / name).mkdir(parents=True)
+    (folder / "trajectories" / "groundtruth").mkdir()
+    write_tum(folder / "trajectories" / name / "loop.txt", ts, est)
+    write_tum(folder / "trajectories" / "groundtruth" / "loop.txt", ts, gt)
+    prefixes = [{"label": str(k), "length": k, "pose": {"ate_rmse": 0.0}} for k in (5, n)]
+    (folder / "report.json").write_text(json.dumps(
+        {"models": [{"name": name, "sequences": [{"name": "loop", "prefixes": prefixes}]}]}))
+
+
+def test_rigid_ate_is_recomputed_from_the_trajectories(tmp_path, capsys):
+    """Shrunk collinear centres: the SE(3) fit can only shift them, so the error is (1 - s) times the
+    spread of the true centres: 0.5 std (s = 0.5) against 0.75 std (s = 0.25), ratio 2/3; the Sim(3)
+    ATE stored in the reports is 0 for both (a scale fit undoes any shrink)."""
+    _report_with_trajectories(tmp_path / "a", "half", 0.5)
+    _report_with_trajectories(tmp_path / "b", "quarter", 0.25)
+    pair = ["--pair", str(tmp_path / "a" / "report.json"), str(tmp_path / "b" / "report.json")]
+    assert main([*pair, "--metric", "ate_se3_rmse"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    std5, std10 = 0.1 * np.std(np.arange(5)), 0.1 * np.std(np.arange(10))
+    assert lines[1].startswith(f"5: n=1, mean {0.5 * std5:.4f} vs {0.75 * std5:.4f}")
+    assert lines[2].startswith(f"10: n=1, mean {0.5 * std10:.4f} vs {0.75 * std10:.4f}")
+    assert "geometric-mean ratio 0.667" in lines[2]
+    assert main(pair) == 0
+    assert "mean 0.0000 vs 0.0000" in capsys.readouterr().out
