@@ -57,12 +57,13 @@ def per_sequence(report: dict, metric: str, report_dir: Path | None = None) -> d
     """
     keys = METRICS[metric]
     model = report["models"][0]
+    folder = report_dir if report_dir is not None else report.get(REPORT_DIR_KEY)
     out: dict[str, dict[str, float]] = {}
     for seq in model["sequences"]:
+        rigid = _rigid_ate(folder, model["name"], seq["name"]) if keys is None else None
         for prefix in seq["prefixes"]:
-            if keys is None:
-                folder = report_dir if report_dir is not None else report.get(REPORT_DIR_KEY)
-                node = _rigid_ate(folder, model["name"], seq["name"], int(prefix["length"]))
+            if rigid is not None:
+                node = rigid(int(prefix["length"]))
             else:
                 node = prefix
                 for k in keys:
@@ -72,8 +73,9 @@ def per_sequence(report: dict, metric: str, report_dir: Path | None = None) -> d
     return out
 
 
-def _rigid_ate(report_dir: Path | None, model: str, sequence: str, length: int) -> float:
-    """ATE RMSE after an SE(3) fit of the first ``length`` predicted poses (timestamp-associated)."""
+def _rigid_ate(report_dir: Path | str | None, model: str, sequence: str):
+    """``length -> ATE RMSE`` after an SE(3) fit of the first ``length`` predicted poses
+    (timestamp-associated), with the sequence's two trajectories read once."""
     from recon.eval.evaluation import safe_name
     from recon.eval.pose_metrics import associate_trajectories, pose_metrics
     from recon.trajectory import read_tum
@@ -83,8 +85,12 @@ def _rigid_ate(report_dir: Path | None, model: str, sequence: str, length: int) 
     folder = Path(report_dir) / "trajectories"
     ts_est, est = read_tum(folder / safe_name(model) / f"{safe_name(sequence)}.txt")
     ts_gt, gt = read_tum(folder / "groundtruth" / f"{safe_name(sequence)}.txt")
-    _, est, gt = associate_trajectories(ts_est[:length], est[:length], ts_gt, gt)
-    return pose_metrics(est, gt, align="se3").ate_rmse
+
+    def ate(length: int) -> float:
+        _, e, g = associate_trajectories(ts_est[:length], est[:length], ts_gt, gt)
+        return pose_metrics(e, g, align="se3").ate_rmse
+
+    return ate
 
 
 def bootstrap_mean(x: np.ndarray, seed: int = 0,

@@ -262,8 +262,8 @@ def _health_lines(report: dict) -> list[str]:
         return []
     lines = ["", "## Stream health", "",
              "Frames whose pose or depth held a NaN / inf, and the largest memory-state tensor norm "
-             "(sampled every `memory_norm_every` frames; growth = max over the second half / max over "
-             "frames 10-50%, about 1 for a bounded state).", "",
+             "(sampled every `memory_norm_every` frames; growth = max over the second half of the samples / "
+             "max over samples 10-50%, about 1 for a bounded state).", "",
              "| model | sequence | frames | non-finite frames | memory norm, first sample | last | max "
              "| growth |",
              "|---|---|---|---|---|---|---|---|"]
