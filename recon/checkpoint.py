@@ -348,3 +348,41 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, meta: dict[str, A
         facts.update(read_config(path / CONFIG_NAME).get("meta") or {})
     model = load_model(path)
     return save_weights(model, out_dir, {**facts, **(meta or {})})
+
+
+def init_from_checkpoint(model: nn.Module, source: str | Path) -> list[str]:
+    """Start ``model`` from a checkpoint's weights (fine-tuning): every tensor of the checkpoint
+    must exist in ``model`` with its shape; tensors of ``model`` the checkpoint lacks (a part added
+    since, e.g. ``head.motion_rays``) keep their initialisation.
+
+    Args:
+        model: the freshly built network.
+        source: an exported folder / ``.safetensors`` / Lightning ``.ckpt`` of the same
+            architecture version.
+
+    Returns:
+        The names of the tensors that kept their initialisation (sorted).
+
+    Raises:
+        CheckpointError: unreadable, another architecture version, or tensors the model does not
+            have or has with another shape (all listed).
+    """
+    kind, path = _locate(source)
+    if kind == "export":
+        check_architecture(read_config(path / CONFIG_NAME)["model"], str(path))
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
+    else:
+        cfg, state, _ = read_lightning_checkpoint(path)
+        check_architecture(cfg, str(path))
+    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: list(v.shape) for k, v in state.items()}
+    kept = sorted(set(own) - set(theirs))
+    message = _mismatch({k: own[k] for k in own if k in theirs}, theirs, str(path),
+                        "model (fine-tuning start)")
+    if message:
+        raise CheckpointError(message)
+    model.load_state_dict(state, strict=False)
+    return kept

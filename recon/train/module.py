@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import LightningModule
 
+from recon.checkpoint import init_from_checkpoint
 from recon.errors import ConfigError
 from recon.eval import depth_metrics, pose_metrics
 from recon.model import ModelConfig, build_model, load_model_config
@@ -77,6 +79,9 @@ class ReconModule(LightningModule):
         train_dense_every: training only: the dense head and its losses run on every k-th frame of
             a clip (1 = all; 2 saves about a tenth of the step on the tiny model); validation and
             test always use every frame.
+        init_from: start the network from this checkpoint's weights (an exported folder or a
+            ``.ckpt``; fine-tuning): the tensors it has must fit, parts of ``net`` it lacks keep
+            their initialisation and are printed. A resumed run (``--ckpt_path``) loads its own.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class ReconModule(LightningModule):
         intrinsics_given: bool = False,
         val_depth_align: str = "median",
         train_dense_every: int = 1,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if train_dense_every < 1:
@@ -103,6 +109,10 @@ class ReconModule(LightningModule):
             )
         cfg = load_model_config(net)
         self.net = build_model(cfg)
+        if init_from is not None:
+            kept = init_from_checkpoint(self.net, init_from)
+            print(f"[recon train] weights from {init_from}; kept at initialisation: "
+                  f"{', '.join(kept) if kept else 'none'}", file=sys.stderr)
         self.loss_cfg, self.optim_cfg, self.tbptt_cfg = loss, optim, tbptt.validate()
         self.intrinsics_given, self.val_depth_align = intrinsics_given, val_depth_align
         self.train_dense_every = train_dense_every
@@ -117,6 +127,7 @@ class ReconModule(LightningModule):
                 "intrinsics_given": intrinsics_given,
                 "val_depth_align": val_depth_align,
                 "train_dense_every": train_dense_every,
+                "init_from": init_from,
             }
         )
 

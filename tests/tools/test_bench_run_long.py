@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.bench.bench_run_long import summarise
+from tools.bench.bench_run_long import same_phase, summarise
 
 
 def test_summarise_by_hand():
@@ -21,3 +21,21 @@ def test_summarise_by_hand():
     assert row["rss_growth_mb"] == pytest.approx(rss[-1] - rss[200])
     assert row["p95_latency_ms"] == 50.0
     assert row["mean_fps"] == pytest.approx(1000.0 / lat.mean())
+    assert row["median_per_500_ms"] == []          # fewer than 500 frames
+
+
+def test_same_phase_windows_by_hand():
+    """A loop of 300 frames whose frames 250-300 of every pass cost 40 ms (the rest 20 ms): the late
+    window 1150-1200 and its earlier copies 850-900, 550-600, 250-300 all read 40 ms, so the
+    same-phase ratio is 1 while the 100-200 bar would read 2."""
+    n = 1200
+    lat = np.where(np.arange(n) % 300 >= 250, 40.0, 20.0)
+    lat[1150:1200] += 4.0                           # the late window is 10% slower than before
+    timing = np.stack((np.arange(n), lat, np.full(n, 100.0)), 1)
+    out = same_phase(timing, (1150, 1200), 300)
+    windows = ["1150-1200", "850-900", "550-600", "250-300"]
+    assert [w["window"] for w in out["same_phase_medians_ms"]] == windows
+    assert [w["median_ms"] for w in out["same_phase_medians_ms"]] == [44.0, 40.0, 40.0, 40.0]
+    assert out["same_phase_flatness"] == pytest.approx(44.0 / 40.0)   # against 550-600 (second pass)
+    row = summarise(timing, (100, 200), (1150, 1200), 200)
+    assert row["median_per_500_ms"] == [20.0, 20.0]

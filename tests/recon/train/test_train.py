@@ -477,3 +477,23 @@ def test_prediction_panel_shares_colours_after_median_scaling():
     # A prediction off by a global factor is shown in the ground truth's colours once median-scaled.
     assert (gt_cols[valid] == pred_cols[valid]).all()
     assert (gt_cols[~valid] == 0).all()
+
+
+def test_init_from_starts_the_network_from_an_exported_model(tmp_path, capsys):
+    """--model.init_from: the module's network holds the exported weights; a checkpoint that does
+    not fit the configured network is one clear line and exit 2."""
+    from recon.checkpoint import save_weights
+
+    torch.manual_seed(3)
+    source = build_model(NET)
+    save_weights(source, tmp_path / "start")
+    module = ReconModule(NET, init_from=str(tmp_path / "start"))
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(module.net.state_dict()[name], tensor), name
+    assert module.hparams["init_from"] == str(tmp_path / "start")
+    save_weights(build_model({**NET, "dim": 64}), tmp_path / "wide")
+    recipe = _recipe(tmp_path)
+    code = recon_main(["train", "fit", "--config", str(recipe), "--model.init_from", str(tmp_path / "wide")])
+    err = capsys.readouterr().err
+    assert code == 2 and "wide: checkpoint does not fit this model (fine-tuning start)" in err
+    assert "Traceback" not in err
