@@ -140,9 +140,6 @@ class HeadConfig:
             EMA with this weight (1 = no smoothing).
         motion_width: channels of the pair motion encoder's convolutions over the Lucas-Kanade
             flow map of each (frame t, frame t - j) pair (:mod:`recon.model.motion_encoder`).
-        motion_rays: the motion encoder also reads the flow divided by the focal length (of the
-            given intrinsics, else of the predicted field of view) and each cell's ray, so the
-            flow-to-rotation map does not depend on the camera (False in checkpoints before it).
         revisit: pose corrections at revisited places (:class:`RevisitConfig`).
     """
 
@@ -155,7 +152,6 @@ class HeadConfig:
     camera_trunk_depth: int = 2
     scale_ema: float = 0.05
     motion_width: int = 32
-    motion_rays: bool = False
     revisit: RevisitConfig = field(default_factory=RevisitConfig)
 
 

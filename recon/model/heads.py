@@ -106,8 +106,7 @@ class CameraTrunk(nn.Module):
     current frame ``t`` in the camera of frame ``t - j``
     (``inv(cam2world[t - j]) @ cam2world[t]``, OpenCV axes): a translation in the model's unit
     scale (the metric readout multiplies it) and a unit quaternion (w x y z, w >= 0) that starts
-    near the identity. The mean of all pose tokens gives (fov_h, fov_w) in (0, pi) radians; it is
-    read first (:meth:`field_of_view`), so the motion features may be normalised by its focal length.
+    near the identity. The mean of all pose tokens gives (fov_h, fov_w) in (0, pi) radians.
 
     Args:
         dim: token width C.
@@ -133,42 +132,31 @@ class CameraTrunk(nn.Module):
             nn.init.normal_(readout[-1].weight, std=1e-3)
             nn.init.zeros_(readout[-1].bias)
 
-    def encode(self, pose_tokens: torch.Tensor) -> torch.Tensor:
-        """pose_tokens [M, S * G, C] (M frames) -> the trunk's normed tokens [M, S * G, C]."""
-        x = pose_tokens
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
-
-    def field_of_view(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoded tokens [M, S * G, C] -> fov [M, 2] (fov_h, fov_w) radians in (0, pi), float32."""
-        return math.pi * torch.sigmoid(self.fov(x.mean(1)).float() - 0.7)       # ~ 60 degrees at init
-
-    def poses(self, x: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pose_tokens: torch.Tensor, motion: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Read the window poses.
 
         Args:
-            x: encoded tokens [M, S * G, C] (:meth:`encode`).
+            pose_tokens: [M, S * G, C] (M frames).
             motion: [M, S, C] pair-motion features of (frame t, frame t - j), added to each slot's
                 pooled pose tokens before the pose MLP (:mod:`recon.model.motion_encoder`).
 
         Returns:
-            (translation [M, S, 3] in unit scale, quaternion wxyz [M, S, 4] unit with w >= 0), float32.
+            (translation [M, S, 3] in unit scale, quaternion wxyz [M, S, 4] unit with w >= 0,
+             fov [M, 2] (fov_h, fov_w) radians), float32.
         """
+        x = pose_tokens
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
         M = x.shape[0]
         per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2) + motion
         raw = self.pose(per_slot).float()                                       # [M, S, 7]
         q = raw[..., 3:] + raw.new_tensor([1.0, 0.0, 0.0, 0.0])
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         q = torch.where(q[..., :1] < 0, -q, q)
-        return raw[..., :3], q
-
-    def forward(self, pose_tokens: torch.Tensor, motion: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(translation [M, S, 3], quaternion [M, S, 4], fov [M, 2]) of :meth:`poses` and
-        :meth:`field_of_view` for motion features that do not depend on the fov."""
-        x = self.encode(pose_tokens)
-        return (*self.poses(x, motion), self.field_of_view(x))
+        fov = math.pi * torch.sigmoid(self.fov(x.mean(1)).float() - 0.7)         # ~ 60 degrees at init
+        return raw[..., :3], q, fov
 
 
 class MetricReadout(nn.Module):

@@ -59,7 +59,7 @@ class StreamReconModel(nn.Module):
         self.camera_trunk = CameraTrunk(cfg.dim, head.pose_slots, head.pose_tokens_per_slot,
                                         head.camera_trunk_depth, head.camera_hidden, cfg.num_heads)
         self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
-        self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim, head.motion_rays)
+        self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim)
 
     def set_revisit(self, enabled: bool) -> None:
         """Turn the revisit corrections (``cfg.head.revisit.enabled``) on or off; states made
@@ -140,12 +140,11 @@ class StreamReconModel(nn.Module):
             unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels],
                                                images[:, dense].flatten(0, 1))
             final = final.float()
-            pose_tokens = self.camera_trunk.encode(final[:, :, :embed.num_pose].flatten(0, 1))
-            fov = self.camera_trunk.field_of_view(pose_tokens).view(B, T, 2)
-            K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
-            motion, history, current = self._pair_motion(images, state.poses.frames, K_out)
-            trans, quat = self.camera_trunk.poses(pose_tokens, motion)
+            motion, history, current = self._pair_motion(images, state.poses.frames)
+            trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
+            fov = fov.view(B, T, 2)
+            K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
             Td = unit_depth.shape[0] // B
             revisit_inputs = None
             if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
@@ -171,14 +170,13 @@ class StreamReconModel(nn.Module):
         return out, new_state
 
 
-    def _pair_motion(self, images: torch.Tensor, history: torch.Tensor, K: torch.Tensor | None = None
+    def _pair_motion(self, images: torch.Tensor, history: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pair-motion features of every (frame t, frame t - j) of the call, and the new frame history.
 
         Args:
             images: [B, T, 3, H, W] ImageNet-normalised frames, float32.
             history: [B, S, 1, h, w] motion frames of the S frames before ``video`` (newest first).
-            K: [B, T, 3, 3] the current frames' intrinsics (used with ``head.motion_rays``).
 
         Returns:
             (motion [B * T, S, C], history after the last frame [B, S, 1, h, w] (newest first),
@@ -191,8 +189,7 @@ class StreamReconModel(nn.Module):
         index = slot_frame_index(T, S, S, images.device)
         earlier = frames[:, index]                                                       # [B, T, S, 1, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
-        K_pairs = None if K is None else K.unsqueeze(2).expand(B, T, S, 3, 3).flatten(0, 2)
-        motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2), K_pairs).view(B * T, S, -1)
+        motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)
         return motion, frames[:, -S:].flip(1), frames[:, S:]
 
 

@@ -22,12 +22,6 @@ to pose is learned:
    (texture strength: where the flow can be trusted).
 3. Two 3x3 convolutions (GELU; the second with stride 2), an average pool to a ``FEATURE_GRID``
    map and a linear map give the feature the camera trunk adds to slot j's pose tokens.
-4. Optional ray channels (``rays=True``, :func:`ray_channels`): the same flow divided by the focal
-   length of the frame's intrinsics (given, or the model's field-of-view estimate) and each cell's
-   ray ``((u - cx) / fx, (v - cy) / fy)``. A rotation of w radians moves the image centre by about
-   ``f w`` pixels, so raw pixel flow confounds rotation with focal length; divided by ``f`` it is
-   an angle, the same for every camera. Their convolution (``ray_conv``) adds to the first one's
-   output and starts at zero, so a model without them is the same model at initialisation.
 
 No gradient flows through step 2 (it has no parameters and its inputs are the frames).
 """
@@ -46,8 +40,6 @@ _STEP_LIMIT = 1.5   # largest Lucas-Kanade update per level, in that level's pix
 _RIDGE = 1e-3
 ITERS = 1           # Lucas-Kanade steps per level
 _MIN_WINDOW = 4     # the normal equations sum at least (_MIN_WINDOW + 1)^2 pixels of a level
-RAY_FLOW_SCALE = 10.0  # ray flow channels in units of 0.1 radian (about 0.05 per frame of motion)
-RAY_CHANNELS = 4
 
 
 def motion_pool(image_size: tuple[int, int]) -> int:
@@ -126,39 +118,6 @@ def lucas_kanade(current: torch.Tensor, earlier: torch.Tensor, grid: tuple[int, 
     return torch.cat((flow / CELL, torch.stack(strengths, 1)), 1)
 
 
-def motion_intrinsics(K: torch.Tensor, pool: int) -> torch.Tensor:
-    """Intrinsics of the model's frames [..., 3, 3] -> those of the motion frames (average-pooled by
-    ``pool``: pixel x of a motion frame is the mean of pixels ``pool x .. pool x + pool - 1``, so
-    ``f / pool`` and ``(c + 0.5) / pool - 0.5``)."""
-    Km = K.clone()
-    Km[..., 0, 0], Km[..., 1, 1] = K[..., 0, 0] / pool, K[..., 1, 1] / pool
-    Km[..., 0, 2], Km[..., 1, 2] = (K[..., 0, 2] + 0.5) / pool - 0.5, (K[..., 1, 2] + 0.5) / pool - 0.5
-    return Km
-
-
-def ray_channels(flow_cells: torch.Tensor, K_motion: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Focal-normalised flow and cell rays of a Lucas-Kanade flow map.
-
-    Args:
-        flow_cells: [M, 2, gh, gw] flow x, y in motion pixels / CELL (:func:`lucas_kanade`).
-        K_motion: [M, 3, 3] intrinsics of the motion frames (:func:`motion_intrinsics`).
-        size: (h, w) of the motion frames.
-
-    Returns:
-        [M, 4, gh, gw]: ``RAY_FLOW_SCALE * flow_px / (fx, fy)``, then the ray of each cell's mean
-        pixel ``((u - cx) / fx, (v - cy) / fy)``.
-    """
-    M, _, gh, gw = flow_cells.shape
-    h, w = size
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow_cells.dtype, device=flow_cells.device),
-                            torch.arange(w, dtype=flow_cells.dtype, device=flow_cells.device), indexing="ij")
-    centres = F.adaptive_avg_pool2d(torch.stack((xs, ys))[None], (gh, gw))          # [1, 2, gh, gw]
-    focal = torch.stack((K_motion[:, 0, 0], K_motion[:, 1, 1]), 1).view(M, 2, 1, 1)
-    principal = torch.stack((K_motion[:, 0, 2], K_motion[:, 1, 2]), 1).view(M, 2, 1, 1)
-    flow = RAY_FLOW_SCALE * flow_cells * CELL / focal
-    return torch.cat((flow, (centres - principal) / focal), 1)
-
-
 class PairMotionEncoder(nn.Module):
     """(current, earlier) motion frame pairs -> one feature vector per pair.
 
@@ -166,36 +125,20 @@ class PairMotionEncoder(nn.Module):
         image_size: (H, W) of the model's frames.
         width: channels of the two convolutions over the flow map.
         out_dim: output feature width.
-        rays: also read the focal-normalised flow and cell rays (:func:`ray_channels`); ``forward``
-            then needs the frames' intrinsics.
     """
 
-    def __init__(self, image_size: tuple[int, int], width: int, out_dim: int, rays: bool = False) -> None:
+    def __init__(self, image_size: tuple[int, int], width: int, out_dim: int) -> None:
         super().__init__()
         h, w = motion_frame_size(image_size)
-        self.size, self.pool = (h, w), motion_pool(image_size)
         self.grid = (max(h // CELL, 1), max(w // CELL, 1))
         channels = 2 + len(LEVELS)
         self.conv1 = nn.Conv2d(channels, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1)
         self.out = nn.Linear(width * FEATURE_GRID[0] * FEATURE_GRID[1], out_dim)
-        self.ray_conv = None
-        if rays:
-            self.ray_conv = nn.Conv2d(RAY_CHANNELS, width, 3, padding=1)
-            nn.init.zeros_(self.ray_conv.weight)
-            nn.init.zeros_(self.ray_conv.bias)
 
-    def forward(self, current: torch.Tensor, earlier: torch.Tensor, K: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """current, earlier: [M, 1, h, w] motion frames; K: [M, 3, 3] intrinsics of the model's
-        frames (pixels; needed with ``rays``, gradients flow into it) -> [M, out_dim]."""
+    def forward(self, current: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """current, earlier: [M, 1, h, w] motion frames -> [M, out_dim]."""
         with torch.no_grad():
             flow = lucas_kanade(current.float(), earlier.float(), self.grid)
-        x = self.conv1(flow)
-        if self.ray_conv is not None:
-            if K is None:
-                raise ValueError("PairMotionEncoder(rays=True) needs the frames' intrinsics K")
-            rays = ray_channels(flow[:, :2], motion_intrinsics(K.float(), self.pool), self.size)
-            x = x + self.ray_conv(rays)
-        x = F.gelu(self.conv2(F.gelu(x)))
+        x = F.gelu(self.conv2(F.gelu(self.conv1(flow))))
         return self.out(F.adaptive_avg_pool2d(x, FEATURE_GRID).flatten(1))

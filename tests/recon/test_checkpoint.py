@@ -176,27 +176,3 @@ def test_shipped_checkpoint_config_builds_the_network_of_its_weights():
         stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == stored
     assert load_model(DEFAULT_CHECKPOINT).signature == written["signature"]
-
-
-def test_init_from_checkpoint_refuses_tensors_the_model_lacks_or_shapes_it_differs_in(tmp_path):
-    """Fine-tuning start: a checkpoint of a wider model names the mismatched tensors; nothing is
-    loaded half-way (the model's weights are unchanged)."""
-    from recon.checkpoint import init_from_checkpoint, save_weights
-    from recon.errors import CheckpointError
-    from recon.model import build_model
-
-    small = dict(name="test", image_size=(32, 48), patch_size=16, dim=48, depth=1, num_heads=2, window=2,
-                 memory=dict(type="none", depths=[]), head=dict(features=16, levels=[0], camera_hidden=32))
-    wide = dict(small, dim=64)
-    save_weights(build_model(wide), tmp_path / "wide")
-    net = build_model(small)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"shape mismatches: aggregator.embed.metric_token "
-                       r"\(checkpoint \[1, 64\], model \(fine-tuning start\) \[1, 48\]\).*75 in all"):
-        init_from_checkpoint(net, tmp_path / "wide")
-    # A checkpoint with a part this model does not have (the ray channels) is refused too.
-    save_weights(build_model(dict(small, head=dict(small["head"], motion_rays=True))), tmp_path / "rays")
-    with pytest.raises(CheckpointError, match=r"unexpected keys: motion_encoder.ray_conv.bias, "
-                                              r"motion_encoder.ray_conv.weight"):
-        init_from_checkpoint(net, tmp_path / "rays")
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

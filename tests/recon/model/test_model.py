@@ -362,7 +362,7 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     net = build_model({**SMALL, "window": 4}).eval()
 
     class Spy(torch.nn.Module):  # a feature that names the pair: mean of current, mean of earlier
-        def forward(self, current, earlier, K=None):
+        def forward(self, current, earlier):
             return torch.stack((current.mean((1, 2, 3)), earlier.mean((1, 2, 3))), -1)
 
     net.motion_encoder = Spy()
