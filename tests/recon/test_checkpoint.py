@@ -176,3 +176,32 @@ def test_shipped_checkpoint_config_builds_the_network_of_its_weights():
         stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == stored
     assert load_model(DEFAULT_CHECKPOINT).signature == written["signature"]
+
+
+def test_init_from_checkpoint_keeps_new_parts_and_refuses_what_does_not_fit(tmp_path):
+    """Fine-tuning start: tensors the checkpoint lacks keep their init (returned by name); a
+    checkpoint of a wider model, or with tensors this model lacks, names them and loads nothing."""
+    from recon.checkpoint import init_from_checkpoint, save_weights
+    from recon.errors import CheckpointError
+    from recon.model import build_model
+
+    small = dict(name="test", image_size=(32, 48), patch_size=16, dim=48, depth=2, num_heads=2, window=2,
+                 memory=dict(type="none", depths=[]), head=dict(features=16, levels=[0], camera_hidden=32))
+    with_memory = dict(small, memory=dict(type="gla", depths=[1]))
+    save_weights(build_model(small), tmp_path / "plain")
+    save_weights(build_model(with_memory), tmp_path / "memory")
+    save_weights(build_model(dict(small, dim=64)), tmp_path / "wide")
+    torch.manual_seed(1)
+    net = build_model(with_memory)
+    kept = init_from_checkpoint(net, tmp_path / "plain")       # the memory block is new here
+    assert kept and all(k.startswith("aggregator.memory_blocks.") for k in kept)
+    plain = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in plain.items())
+    net = build_model(small)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"shape mismatches: aggregator.embed.metric_token "
+                       r"\(checkpoint \[1, 64\], model \(fine-tuning start\) \[1, 48\]\)"):
+        init_from_checkpoint(net, tmp_path / "wide")
+    with pytest.raises(CheckpointError, match=r"unexpected keys: aggregator.memory_blocks"):
+        init_from_checkpoint(net, tmp_path / "memory")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
