@@ -289,6 +289,14 @@ def _locate(source: str | Path) -> tuple[str, Path]:
     raise CheckpointError(f"{path}: unknown checkpoint type ({expected})")
 
 
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; CheckpointError when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
 def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
                model_config: Any = None) -> nn.Module:
     """Build the network a checkpoint describes and load its weights (in eval mode).
@@ -316,10 +324,7 @@ def load_model(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         check_architecture(cfg, str(path), model_config)
         wanted = model_config if model_config is not None else cfg
         check_config_shapes(wanted, safetensors_shapes(path / WEIGHTS_NAME), str(path))
-        try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
+        state = _read_weights(path / WEIGHTS_NAME)
     else:
         cfg, state, _ = read_lightning_checkpoint(path)
         check_architecture(cfg, str(path), model_config)
@@ -370,10 +375,7 @@ def init_from_checkpoint(model: nn.Module, source: str | Path) -> list[str]:
     kind, path = _locate(source)
     if kind == "export":
         check_architecture(read_config(path / CONFIG_NAME)["model"], str(path))
-        try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{path / WEIGHTS_NAME}: not a readable safetensors file ({e})") from e
+        state = _read_weights(path / WEIGHTS_NAME)
     else:
         cfg, state, _ = read_lightning_checkpoint(path)
         check_architecture(cfg, str(path))
