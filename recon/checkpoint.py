@@ -358,7 +358,7 @@ def export_checkpoint(source: str | Path, out_dir: str | Path, meta: dict[str, A
 def init_from_checkpoint(model: nn.Module, source: str | Path) -> list[str]:
     """Start ``model`` from a checkpoint's weights (fine-tuning): every tensor of the checkpoint
     must exist in ``model`` with its shape; tensors of ``model`` the checkpoint lacks (a part added
-    since, e.g. ``head.motion_rays``) keep their initialisation.
+    since, e.g. a memory block) keep their initialisation.
 
     Args:
         model: the freshly built network.

@@ -30,14 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.commands.argtypes import bounded_int
 from tools.bench.common import markdown_table, write_json
+
+
+def late_window(high: tuple[int, int], n: int) -> tuple[int, int]:
+    """The late window ``high`` of a run of ``n`` frames (its last 100 frames when shorter)."""
+    return min(high[0], max(n - 100, 0)), min(high[1], n)
 
 
 def summarise(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int], rss_from: int) -> dict:
     """Flatness and RSS growth from rows ``frame latency_ms rss_mb`` (frames in source order)."""
     n = len(timing)
     lat, rss = timing[:, 1], timing[:, 2]
-    high = (min(high[0], max(n - 100, 0)), min(high[1], n))
+    high = late_window(high, n)
     lo_med, hi_med = float(np.median(lat[low[0] : low[1]])), float(np.median(lat[high[0] : high[1]]))
     start = min(rss_from, n - 1)
     return {
@@ -80,7 +86,7 @@ def main() -> int:
     parser.add_argument("--run-dir", default=None, help="where recon run writes (default: a temp dir)")
     parser.add_argument("--no-revisit", action="store_true",
                         help="recon run --no-revisit (window odometry only)")
-    parser.add_argument("--period", type=int, default=None,
+    parser.add_argument("--period", type=bounded_int(1), default=None,
                         help="frames of one pass of a looping path: add the same-phase windows")
     args = parser.parse_args()
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="bench_run_long_"))
@@ -96,8 +102,7 @@ def main() -> int:
     timing = np.loadtxt(run_dir / "timing.txt", ndmin=2)
     row = {"source": args.source, **summarise(timing, (100, 200), (9900, 10000), 1000)}
     if args.period:
-        high = tuple(int(x) for x in row["window_high"].split("-"))
-        row.update(same_phase(timing, high, args.period))
+        row.update(same_phase(timing, late_window((9900, 10000), len(timing)), args.period))
     print(markdown_table([{k: v for k, v in row.items() if not isinstance(v, list)}]))
     write_json(args.out, "bench_run_long", [row], command=" ".join(cmd))
     return 0
