@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--no-revisit", dest="revisit", action="store_false",
                         help="no pose corrections at revisited places: evaluate the window odometry alone")
+    parser.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="no geometric refinement of the window poses and no focal "
+                             "self-calibration: evaluate the camera trunk's poses")
 
 
 def _list_protocols() -> int:
@@ -77,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
 
     options = EvalOptions(protocol=args.protocol, checkpoints=list(args.checkpoint), names=list(args.name),
                           out=args.out, data_root=args.data_root, max_frames=args.max_frames,
-                          device=args.device, quiet=args.quiet, revisit=args.revisit)
+                          device=args.device, quiet=args.quiet, revisit=args.revisit,
+                          refine=args.refine)
     return _print_report(evaluate_checkpoints(options), Path(args.out))
 
 

@@ -32,6 +32,8 @@ class EvalOptions:
         quiet: no progress bars.
         revisit: correct poses at revisited places; False = the window odometry alone
             (``--no-revisit``, e.g. to measure what the memory layers do on their own).
+        refine: refine the window poses and self-calibrate the focal length; False = the camera
+            trunk's poses (``--no-refine``).
     """
 
     protocol: str | None
@@ -43,6 +45,7 @@ class EvalOptions:
     device: str = "auto"
     quiet: bool = False
     revisit: bool = True
+    refine: bool = True
 
     def check(self) -> None:
         """Raise InputError for options that can be refused before anything is loaded."""
@@ -79,6 +82,8 @@ class EvalOptions:
             parts += ["--device", self.device]
         if not self.revisit:
             parts.append("--no-revisit")
+        if not self.refine:
+            parts.append("--no-refine")
         return shlex.join(parts)
 
 
@@ -124,6 +129,7 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
     models = [load_model(c, "cpu") for c in options.checkpoints]
     for model in models:
         model.set_revisit(options.revisit and model.cfg.head.revisit.enabled)
+        model.set_refine(options.refine and model.cfg.head.refine.enabled)
     out = Path(options.out)
     runs = []
     for name, ckpt, model in zip(names, options.checkpoints, models, strict=True):
@@ -155,5 +161,6 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
         "max_frames": options.max_frames,
         "device": str(device),
         "revisit": options.revisit,
+        "refine": options.refine,
     }
     return write_report(out, protocol, runs, settings)

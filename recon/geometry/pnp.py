@@ -58,12 +58,58 @@ def refine_pnp(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Te
         (T [B, 4, 4] the refined transform, residual [B, N] reprojection error in pixels at T;
          points behind the target camera get an infinite residual).
     """
+    T, _, _, residual = _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, fit_focal=False)
+    return T, residual
+
+
+def refine_pnp_focal(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
+                     weights: torch.Tensor, cauchy_px: float, iterations: int = ITERATIONS
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Refine the transform and the focal length of one camera seen twice (self-calibration).
+
+    The source and target are the same camera (a video): ``X`` are its rays times depth,
+    ``X = d * K^-1 (u, 1)``, so a focal length ``f = f_K * exp(kappa)`` (fx and fy scaled
+    together, principal point fixed) moves the points too: ``X(kappa) = (X_x e^-kappa,
+    X_y e^-kappa, X_z)``, and the pixels are ``pi(K(kappa) (R X(kappa) + t))``. The fit adds
+    ``kappa`` to the six pose parameters. A rotation shows the focal length in how the flow bends
+    toward the image edges; a translation alone does not (its information is then ~0).
+
+    Args:
+        X, x, K, init, weights, cauchy_px, iterations: as :func:`refine_pnp` (``K`` the
+            intrinsics ``X`` was unprojected with, the start of the focal fit).
+
+    Returns:
+        (T [B, 4, 4], kappa [B] the log focal scale, information [B] >= 0: the Schur complement of
+         the pose in the weighted Gauss-Newton matrix at the solution, 1 / variance of ``kappa``
+         in pixel^-2 units, residual [B, N]).
+    """
+    return _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, fit_focal=True)
+
+
+def _focal_points(X: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """Points [B, N, 3] unprojected with the focal scale ``e^kappa`` [B, 1] instead:
+    ``(X_x e^-kappa, X_y e^-kappa, X_z)``."""
+    return torch.cat((X[..., :2] * torch.exp(-kappa)[..., None], X[..., 2:]), -1)
+
+
+def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
+                  weights: torch.Tensor, cauchy_px: float, iterations: int, fit_focal: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The robust reweighted Gauss-Newton loop of :func:`refine_pnp` (``fit_focal`` False: six
+    parameters, kappa stays 0) and :func:`refine_pnp_focal` (seven); returns (T, kappa,
+    information, residual) in the dtypes of ``init``."""
     dtype = torch.float64
-    X, x, K, T, w0 = X.to(dtype), x.to(dtype), K.to(dtype), init.to(dtype).clone(), weights.to(dtype)
-    fx, fy = K[:, 0, 0, None], K[:, 1, 1, None]                                        # [B, 1]
-    eye6 = torch.eye(6, dtype=dtype, device=X.device)
-    for _ in range(iterations):
-        P = X @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]                      # [B, N, 3]
+    X0, x, K, T, w0 = X.to(dtype), x.to(dtype), K.to(dtype), init.to(dtype).clone(), weights.to(dtype)
+    B = X0.shape[0]
+    fx0, fy0 = K[:, 0, 0, None], K[:, 1, 1, None]                                      # [B, 1]
+    kappa = torch.zeros(B, 1, dtype=dtype, device=X0.device)
+    n = 7 if fit_focal else 6
+    eye = torch.eye(n, dtype=dtype, device=X0.device)
+    info = torch.zeros(B, dtype=dtype, device=X0.device)
+    for it in range(iterations + (1 if fit_focal else 0)):
+        Xk = _focal_points(X0, kappa) if fit_focal else X0
+        fx, fy = fx0 * torch.exp(kappa), fy0 * torch.exp(kappa)
+        P = Xk @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]                     # [B, N, 3]
         z = P[..., 2].clamp_min(1e-3)
         a, b, inv_z = P[..., 0] / z, P[..., 1] / z, 1.0 / z                             # normalised
         r = torch.stack((fx * a, fy * b), -1) + K[:, None, :2, 2] - x                  # [B, N, 2]
@@ -72,17 +118,34 @@ def refine_pnp(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Te
         # d pixel / d xi for xi = (v, omega), dP = v + omega x P (the closed form of
         # [[fx/z, 0, -fx X/z^2], [0, fy/z, -fy Y/z^2]] @ [I, -[P]x]), rows u then v: [B, N, 2, 6].
         zero = torch.zeros_like(z)
-        J = torch.stack((
-            torch.stack((inv_z, zero, -a * inv_z, -a * b, 1.0 + a * a, -b), -1) * fx[..., None],
-            torch.stack((zero, inv_z, -b * inv_z, -(1.0 + b * b), a * b, a), -1) * fy[..., None]), -2)
-        J, r = J.flatten(1, 2), r.flatten(1)                                            # [B, 2N, 6], [B, 2N]
+        rows_u = [inv_z, zero, -a * inv_z, -a * b, 1.0 + a * a, -b]
+        rows_v = [zero, inv_z, -b * inv_z, -(1.0 + b * b), a * b, a]
+        if fit_focal:  # d pixel / d kappa: the focal itself, and the points' move dP = R (-X_x, -X_y, 0)
+            dP = -(Xk * Xk.new_tensor([1.0, 1.0, 0.0])) @ T[:, :3, :3].transpose(1, 2)
+            rows_u.append(a + (dP[..., 0] - a * dP[..., 2]) * inv_z)
+            rows_v.append(b + (dP[..., 1] - b * dP[..., 2]) * inv_z)
+        J = torch.stack((torch.stack(rows_u, -1) * fx[..., None],
+                         torch.stack(rows_v, -1) * fy[..., None]), -2)
+        J, r = J.flatten(1, 2), r.flatten(1)                                            # [B, 2N, n], [B, 2N]
         Jw = J * w.repeat_interleave(2, dim=1)[..., None]
-        H = Jw.transpose(1, 2) @ J                                                      # [B, 6, 6]
-        g = (Jw.transpose(1, 2) @ r[..., None])                                         # [B, 6, 1]
+        H = Jw.transpose(1, 2) @ J                                                      # [B, n, n]
+        if it == iterations:  # the extra pass of the focal fit: its information at the solution
+            Hpp, Hpk = H[:, :6, :6], H[:, :6, 6:]
+            schur = H[:, 6, 6] - (Hpk.transpose(1, 2) @ torch.linalg.solve(
+                Hpp + 1e-9 * torch.eye(6, dtype=dtype, device=X0.device), Hpk))[:, 0, 0]
+            info = schur.clamp_min(0.0)
+            break
+        g = (Jw.transpose(1, 2) @ r[..., None])                                         # [B, n, 1]
         damp = DAMPING * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] + 1e-12
-        xi = -torch.linalg.solve(H + damp * eye6, g)[..., 0]                            # [B, 6]
-        T = _se3_step(xi) @ T
-    P = X @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-    residual = (project(K, P) - x).norm(dim=-1)
+        xi = -torch.linalg.solve(H + damp * eye, g)[..., 0]                             # [B, n]
+        T = _se3_step(xi[:, :6]) @ T
+        if fit_focal:
+            kappa = kappa + xi[:, 6:]
+    Xk = _focal_points(X0, kappa)
+    Kk = K.clone()
+    Kk[:, 0, 0], Kk[:, 1, 1] = fx0[:, 0] * torch.exp(kappa[:, 0]), fy0[:, 0] * torch.exp(kappa[:, 0])
+    P = Xk @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    residual = (project(Kk, P) - x).norm(dim=-1)
     residual = torch.where(P[..., 2] > 1e-3, residual, torch.full_like(residual, float("inf")))
-    return T.to(init.dtype), residual.to(init.dtype)
+    out = init.dtype
+    return T.to(out), kappa[:, 0].to(out), info.to(out), residual.to(out)

@@ -4,7 +4,8 @@ Layout of OUT/:
     trajectory.txt     TUM (timestamp tx ty tz qx qy qz qw), cam2world, world = first camera; a line
                        per finished frame, flushed
     intrinsics.txt     `frame timestamp fx fy cx cy` per finished frame (pixels at model resolution)
-    timing.txt         `frame latency_ms rss_mb` per finished frame (model step time, process RSS)
+    timing.txt         `frame latency_ms rss_mb cpu_ms` per finished frame (model step wall time,
+                       process RSS, the step's CPU time on its thread)
     map.ply            fused point map, binary PLY (xyz float32, rgb uint8, confidence float32),
                        rewritten atomically after frames 1, 2, 4, ..., 32, then every 50 frames and
                        at the end
@@ -313,7 +314,7 @@ class RunOutputs:
         self.intrinsics = LineWriter(
             self.dir / "intrinsics.txt", header="frame timestamp fx fy cx cy (pixels)"
         )
-        self.timing = LineWriter(self.dir / "timing.txt", header="frame latency_ms rss_mb")
+        self.timing = LineWriter(self.dir / "timing.txt", header="frame latency_ms rss_mb cpu_ms")
         if save_depth:
             for sub in FRAME_DIRS:
                 (self.dir / sub).mkdir(exist_ok=True)

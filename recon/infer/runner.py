@@ -203,7 +203,7 @@ class StreamRunner:
                     rss = self._process.memory_info().rss / 2**20
                     self.stats.latencies_ms.append(latency)
                     self.stats.rss_mb.append(rss)
-                    self.outputs.timing.write(f"{frame.index} {latency:.3f} {rss:.1f}")
+                    self.outputs.timing.write(f"{frame.index} {latency:.3f} {rss:.1f} {pred.cpu_ms:.3f}")
                     if map_saved or time.monotonic() - last_summary >= self.summary_every_s:
                         self.outputs.write_summary(self._summary(status, final=False))
                         last_summary = time.monotonic()

@@ -37,6 +37,8 @@ class RunOptions:
         overwrite: replace the outputs of an earlier run in the output folder.
         revisit: correct poses at revisited places (``recon.model.revisit``); False = the window
             odometry alone (``--no-revisit``).
+        refine: refine the window poses against the pair flow and self-calibrate the focal length
+            (``recon.model.window_refine``); False = the camera trunk's poses (``--no-refine``).
     """
 
     checkpoint: str | None = None
@@ -59,6 +61,7 @@ class RunOptions:
     quiet: bool = False
     overwrite: bool = False
     revisit: bool = True
+    refine: bool = True
 
     @classmethod
     def from_args(cls, args, **overrides) -> RunOptions:
@@ -141,6 +144,7 @@ def run_source(
         checkpoint = options.checkpoint or DEFAULT_CHECKPOINT
         model = load_model(checkpoint, device)
         model.set_revisit(options.revisit and model.cfg.head.revisit.enabled)
+        model.set_refine(options.refine and model.cfg.head.refine.enabled)
         stream = FrameStream(
             source,
             tuple(model.cfg.image_size),
@@ -166,6 +170,7 @@ def run_source(
             "image_size": list(model.cfg.image_size),
             "intrinsics": intrinsics_label(source, options.intrinsics),
             "revisit": model.cfg.head.revisit.enabled,
+            "refine": model.cfg.head.refine.enabled,
             "rrd": options.rrd,
             "ground_truth_problems": list(getattr(source, "meta", {}).get("ground_truth_problems", [])),
             **(extra_settings or {}),

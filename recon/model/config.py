@@ -122,6 +122,47 @@ class RevisitConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Geometric refinement of the window poses against the pair flow and the predicted depth
+    (:mod:`recon.model.window_refine`). No weights: a checkpoint runs with any of these settings.
+
+    Attributes:
+        enabled: refine the camera trunk's window poses at inference (training never does).
+        inlier_px: Cauchy scale and inlier threshold of the reprojection fit, model pixels.
+        iterations: reweighted Gauss-Newton steps of the fit.
+        min_inliers: inlier cells a fit needs (of the motion encoder's grid, 192 for tiny).
+        min_inlier_fraction: inlier share of the textured cells a fit needs.
+        max_shift: largest accepted change of the translation, times the frame's median depth.
+        max_turn_deg: largest accepted change of the rotation, degrees.
+        calibrate: when no intrinsics are given, estimate the focal length from the window's
+            flow (self-calibration, :func:`recon.model.window_refine.focal_evidence`) and stream
+            it (:func:`~recon.model.window_refine.calibrate_focal`); off: the predicted one.
+        focal_every: frames ``n`` with ``n % focal_every == 0`` measure the focal evidence (the
+            others use the estimate so far): the self-calibration at a ``1 / focal_every`` share
+            of its cost.
+        focal_memory: frames over which the focal evidence is averaged (forgetting 1 - 1 / it
+            per frame).
+        focal_prior: information of the predicted focal length in that average (pixels^2 per
+            squared log-focal unit, the units of a pair fit's information).
+        max_focal_ratio: a pair whose fitted focal length is more than this factor from the
+            predicted one is left out of the evidence.
+    """
+
+    enabled: bool = True
+    inlier_px: float = 1.0
+    iterations: int = 6
+    min_inliers: int = 40
+    min_inlier_fraction: float = 0.5
+    max_shift: float = 0.1
+    max_turn_deg: float = 5.0
+    calibrate: bool = True
+    focal_every: int = 4
+    focal_memory: int = 1000
+    focal_prior: float = 100.0
+    max_focal_ratio: float = 2.0
+
+
+@dataclass
 class HeadConfig:
     """Prediction heads.
 
@@ -141,6 +182,7 @@ class HeadConfig:
         motion_width: channels of the pair motion encoder's convolutions over the Lucas-Kanade
             flow map of each (frame t, frame t - j) pair (:mod:`recon.model.motion_encoder`).
         revisit: pose corrections at revisited places (:class:`RevisitConfig`).
+        refine: geometric refinement of the window poses (:class:`RefineConfig`).
     """
 
     features: int = 64
@@ -153,6 +195,7 @@ class HeadConfig:
     scale_ema: float = 0.05
     motion_width: int = 32
     revisit: RevisitConfig = field(default_factory=RevisitConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
 
 @dataclass
@@ -257,6 +300,7 @@ def validate(cfg: ModelConfig) -> ModelConfig:
     if head.motion_width < 1:
         raise ConfigError(f"model.head.motion_width {head.motion_width}: expected >= 1")
     _validate_revisit(head.revisit)
+    _validate_refine(head.refine)
     if not 0.0 < head.scale_ema <= 1.0:
         raise ConfigError(f"model.head.scale_ema {head.scale_ema}: expected a weight in (0, 1]")
     if not head.levels or any(not 0 <= i < cfg.depth for i in head.levels):
@@ -286,6 +330,27 @@ def _validate_revisit(r: RevisitConfig) -> None:
     for key, value in (("min_inlier_fraction", r.min_inlier_fraction), ("gain", r.gain)):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{where}.{key} {value}: expected a value in (0, 1]")
+
+
+def _validate_refine(r: RefineConfig) -> None:
+    """Ranges of the window-refinement settings (ConfigError naming ``model.head.refine.<key>``)."""
+    where = "model.head.refine"
+    positive = (("inlier_px", r.inlier_px), ("max_shift", r.max_shift), ("max_turn_deg", r.max_turn_deg))
+    for key, value in positive:
+        if not 0.0 < value < float("inf"):
+            raise ConfigError(f"{where}.{key} {value}: expected a finite value > 0")
+    if r.focal_every < 1:
+        raise ConfigError(f"{where}.focal_every {r.focal_every}: expected >= 1")
+    inf = float("inf")
+    if r.focal_memory < 1 or not 0.0 < r.focal_prior < inf or not 1.0 < r.max_focal_ratio < inf:
+        raise ConfigError(f"{where}: focal_memory ({r.focal_memory}) must be >= 1, focal_prior "
+                          f"({r.focal_prior}) finite and > 0, max_focal_ratio ({r.max_focal_ratio}) "
+                          f"finite and > 1")
+    if r.iterations < 1 or r.min_inliers < 1:
+        raise ConfigError(f"{where}: iterations ({r.iterations}) and min_inliers ({r.min_inliers}) "
+                          f"must be >= 1")
+    if not 0.0 < r.min_inlier_fraction <= 1.0:
+        raise ConfigError(f"{where}.min_inlier_fraction {r.min_inlier_fraction}: expected a value in (0, 1]")
 
 
 def load_model_config(source: str | Path | dict | ModelConfig, **overrides: Any) -> ModelConfig:

@@ -15,24 +15,28 @@ from recon.model.config import ModelConfig
 from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
 from recon.model.motion_encoder import PairMotionEncoder, motion_frame_size, motion_frames, motion_pool
-from recon.model.pose_enc import fov_to_intrinsics
+from recon.model.pose_enc import fov_to_intrinsics, intrinsics_to_fov
 from recon.model.readout import empty_pose_history, slot_frame_index, stream_pose_readout
 from recon.model.revisit import RevisitInputs
 from recon.model.state import StreamState
+from recon.model.window_refine import calibrate_focal, refine_window_poses
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StreamReconModel(nn.Module):
     """Aggregator (frame / local spatiotemporal / memory blocks) + dense head + camera trunk +
-    metric readout, and the stateful pose readout (scale smoothing, online motion averaging).
+    metric readout, the window refinement (flow fit, focal self-calibration) and the stateful pose
+    readout (scale smoothing, online motion averaging, revisit corrections).
 
     Outputs (``forward``; ``step`` returns the same keys without the T axis), float32; S is
     ``cfg.head.pose_slots``:
 
     - ``depth`` [B, T, H, W]: z-depth in metres, > 0 (unit-scale depth times ``metric_scale``).
     - ``depth_conf`` [B, T, H, W]: confidence, >= 1.
-    - ``K`` [B, T, 3, 3]: intrinsics in pixels (OpenCV); the given ``K`` when passed in.
+    - ``K`` [B, T, 3, 3]: intrinsics in pixels (OpenCV); the given ``K`` when passed in, else the
+      predicted fov's, self-calibrated over the stream when ``cfg.head.refine`` is on
+      (:mod:`recon.model.window_refine`).
     - ``cam2world`` [B, T, 4, 4]: camera-to-world, world = the first frame's camera (OpenCV axes);
       frame 0 is the identity; later frames from online motion averaging of the window poses.
     - ``window_cam2world`` [B, T, S, 4, 4]: slot ``j - 1`` is frame t in the camera of frame
@@ -41,7 +45,7 @@ class StreamReconModel(nn.Module):
     - ``metric_scale`` [B, T]: the smoothed scale s > 0 of depth and translation (metres per unit).
     - ``world_points`` [B, T, H, W, 3]: ``cam2world * unproject(depth, K)``, metres, world frame.
     - ``pose_enc`` [B, T, 9]: ``cam2world`` as translation (3), quaternion wxyz (4, w >= 0), then
-      the predicted fov_h, fov_w (radians).
+      fov_h, fov_w (radians): the predicted ones, or those of the self-calibrated ``K``.
 
     Args:
         cfg: the architecture (see :class:`recon.model.config.ModelConfig`).
@@ -60,6 +64,12 @@ class StreamReconModel(nn.Module):
                                         head.camera_trunk_depth, head.camera_hidden, cfg.num_heads)
         self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
         self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim)
+
+    def set_refine(self, enabled: bool) -> None:
+        """Turn the window-pose refinement (``cfg.head.refine.enabled``) on or off; like
+        :meth:`set_revisit`, states made before the change no longer fit."""
+        self.cfg.head.refine.enabled = bool(enabled)
+        self.signature = self.cfg.signature()
 
     def set_revisit(self, enabled: bool) -> None:
         """Turn the revisit corrections (``cfg.head.revisit.enabled``) on or off; states made
@@ -100,8 +110,8 @@ class StreamReconModel(nn.Module):
         return {k: v[:, 0] for k, v in out.items()}, state
 
     def run(self, video: torch.Tensor, state: StreamState, K: torch.Tensor | None = None,
-            name: str = "video", dense_frames: torch.Tensor | None = None, revisit: bool = True
-            ) -> tuple[dict[str, torch.Tensor], StreamState]:
+            name: str = "video", dense_frames: torch.Tensor | None = None, revisit: bool = True,
+            refine: bool = True) -> tuple[dict[str, torch.Tensor], StreamState]:
         """T frames that follow ``state`` (the one implementation behind forward and step).
 
         Also the entry point for truncated backpropagation: carry the returned state into the
@@ -120,6 +130,9 @@ class StreamReconModel(nn.Module):
                 ``cfg.head.revisit.enabled``; needs every frame's depth, so it is off with
                 ``dense_frames``. Training runs without it (``recon.train.tbptt``): it learns
                 the window poses the correction starts from.
+            refine: refine the window poses against the pair flow
+                (:mod:`recon.model.window_refine`) when ``cfg.head.refine.enabled``; also needs
+                every frame's depth (off with ``dense_frames``), and training runs without it.
         """
         B, T, _, H, W = check_video(video, self.cfg.image_size, name)
         if not isinstance(state, StreamState):
@@ -140,12 +153,22 @@ class StreamReconModel(nn.Module):
             unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels],
                                                images[:, dense].flatten(0, 1))
             final = final.float()
-            motion, history, current = self._pair_motion(images, state.poses.frames)
+            motion, flow, history, current = self._pair_motion(images, state.poses.frames)
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
             Td = unit_depth.shape[0] // B
+            focal = (state.poses.focal_log, state.poses.focal_info)
+            if refine and dense_frames is None and self.cfg.head.refine.enabled:
+                settings, size = self.cfg.head.refine, current.shape[-2:]
+                pool = motion_pool(self.cfg.image_size)
+                if K_in is None and settings.calibrate:
+                    K_out, *focal = calibrate_focal(flow, size, unit_depth, K_out, trans, quat, pool,
+                                                    *focal, state.frame_index, settings)
+                    fov = torch.stack(intrinsics_to_fov(K_out, H, W), -1)
+                trans, quat, _ = refine_window_poses(flow, size, unit_depth, K_out.flatten(0, 1), trans, quat,
+                                                     pool, settings)
             revisit_inputs = None
             if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
                 revisit_inputs = RevisitInputs(current, unit_depth.view(B, T, H, W), K_out,
@@ -164,7 +187,7 @@ class StreamReconModel(nn.Module):
                "pose_enc": pose_enc}
         if dense_frames is not None:
             out["dense_frames"] = dense_frames
-        poses = dataclasses.replace(poses, frames=history)
+        poses = dataclasses.replace(poses, frames=history, focal_log=focal[0], focal_info=focal[1])
         new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
                                 dict(state.meta))
         return out, new_state
@@ -179,8 +202,9 @@ class StreamReconModel(nn.Module):
             history: [B, S, 1, h, w] motion frames of the S frames before ``video`` (newest first).
 
         Returns:
-            (motion [B * T, S, C], history after the last frame [B, S, 1, h, w] (newest first),
-             the T current motion frames [B, T, 1, h, w]).
+            (motion [B * T, S, C], the pairs' Lucas-Kanade output [B * T * S, 2 + L, gh, gw],
+             history after the last frame [B, S, 1, h, w] (newest first), the T current motion
+             frames [B, T, 1, h, w]).
         """
         B, T = images.shape[:2]
         S = history.shape[1]
@@ -189,8 +213,9 @@ class StreamReconModel(nn.Module):
         index = slot_frame_index(T, S, S, images.device)
         earlier = frames[:, index]                                                       # [B, T, S, 1, h, w]
         now = frames[:, S:].unsqueeze(2).expand_as(earlier)
-        motion = self.motion_encoder(now.flatten(0, 2), earlier.flatten(0, 2)).view(B * T, S, -1)
-        return motion, frames[:, -S:].flip(1), frames[:, S:]
+        flow = self.motion_encoder.flow(now.flatten(0, 2), earlier.flatten(0, 2))
+        motion = self.motion_encoder.features(flow).view(B * T, S, -1)
+        return motion, flow, frames[:, -S:].flip(1), frames[:, S:]
 
 
 def build_model(cfg: ModelConfig | str | dict) -> StreamReconModel:

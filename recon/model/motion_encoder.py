@@ -136,9 +136,17 @@ class PairMotionEncoder(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1)
         self.out = nn.Linear(width * FEATURE_GRID[0] * FEATURE_GRID[1], out_dim)
 
-    def forward(self, current: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
-        """current, earlier: [M, 1, h, w] motion frames -> [M, out_dim]."""
+    def flow(self, current: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """current, earlier: [M, 1, h, w] motion frames -> the Lucas-Kanade output
+        [M, 2 + len(LEVELS), gh, gw] (no gradient; see :func:`lucas_kanade`)."""
         with torch.no_grad():
-            flow = lucas_kanade(current.float(), earlier.float(), self.grid)
+            return lucas_kanade(current.float(), earlier.float(), self.grid)
+
+    def features(self, flow: torch.Tensor) -> torch.Tensor:
+        """A :meth:`flow` output [M, 2 + len(LEVELS), gh, gw] -> features [M, out_dim]."""
         x = F.gelu(self.conv2(F.gelu(self.conv1(flow))))
         return self.out(F.adaptive_avg_pool2d(x, FEATURE_GRID).flatten(1))
+
+    def forward(self, current: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """current, earlier: [M, 1, h, w] motion frames -> [M, out_dim]."""
+        return self.features(self.flow(current, earlier))

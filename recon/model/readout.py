@@ -19,6 +19,8 @@ frames of the call, O(S^2) small ops each), so ``model(video)`` equals the ``mod
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from kornia.geometry.conversions import quaternion_to_rotation_matrix
 
@@ -38,12 +40,14 @@ from recon.model.state import PoseHistory
 def empty_pose_history(batch_size: int, slots: int, device: torch.device | str | None,
                        frame_shape: tuple[int, ...] = (1, 1, 1), keyframes: int = 0) -> PoseHistory:
     """The history before frame 0: identity poses, log-scale 0, no fallbacks, zero frames of
-    ``frame_shape`` (C, h, w) for the pair motion encoder, an empty bank of ``keyframes`` slots."""
+    ``frame_shape`` (C, h, w) for the pair motion encoder, an empty bank of ``keyframes`` slots,
+    no focal evidence."""
     eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
     return PoseHistory(eye, torch.zeros(batch_size, device=device),
                        torch.zeros(batch_size, dtype=torch.int64, device=device),
                        torch.zeros(batch_size, slots, *frame_shape, device=device),
-                       empty_keyframe_bank(batch_size, keyframes, frame_shape, device))
+                       empty_keyframe_bank(batch_size, keyframes, frame_shape, device),
+                       torch.zeros(batch_size, device=device), torch.zeros(batch_size, device=device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -120,5 +124,5 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
         scales.append(scale)
         absolute.append(pose)
         windows.append(rel)
-    new = PoseHistory(poses, log_s, fallbacks, history.frames, bank)
+    new = dataclasses.replace(history, cam2world=poses, log_scale=log_s, fallbacks=fallbacks, keyframes=bank)
     return torch.stack(absolute, 1), torch.stack(scales, 1), torch.stack(windows, 1), new

@@ -55,13 +55,13 @@ import torch.nn.functional as F
 
 from recon.geometry import interpolate_poses, invert_pose, rotation_geodesic
 from recon.geometry.pnp import refine_pnp
+from recon.model.cell_matches import flow_correspondences
 from recon.model.config import RevisitConfig
 from recon.model.motion_encoder import CELL, lucas_kanade
 from recon.model.state import KeyframeBank
 
 THUMBNAIL = (12, 16)
 SIMILARITY_TIE = 0.05
-TEXTURE_FLOOR = 1e-3   # smallest eigenvalue of a cell's normal matrix for its flow to count
 
 
 @dataclass
@@ -144,7 +144,8 @@ def select_keyframe(bank: KeyframeBank, thumbnail: torch.Tensor, pose: torch.Ten
 
 def cell_correspondences(current: torch.Tensor, keyframe: torch.Tensor, depth: torch.Tensor,
                          K: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step 2: one correspondence per cell of the motion encoder's grid.
+    """Step 2: one correspondence per cell of the motion encoder's grid
+    (:func:`recon.model.cell_matches.flow_correspondences` of the pair's Lucas-Kanade flow).
 
     Args:
         current, keyframe: [B, 1, h, w] grey motion frames.
@@ -156,27 +157,9 @@ def cell_correspondences(current: torch.Tensor, keyframe: torch.Tensor, depth: t
         (X [B, N, 3] cell points in the current camera, x [B, N, 2] their pixels in the keyframe
          (model pixels), usable [B, N] bool: textured cells whose match lies inside the keyframe).
     """
-    B, _, h, w = current.shape
+    h, w = current.shape[-2:]
     grid = (max(h // CELL, 1), max(w // CELL, 1))
-    out = lucas_kanade(current.float(), keyframe.float(), grid)
-    flow = out[:, :2] * CELL                                                      # motion pixels
-    smallest = torch.exp(out[:, -1] * 10.0) - 1e-4                               # finest level
-    ys = (torch.arange(grid[0], device=current.device, dtype=flow.dtype) + 0.5) * (h / grid[0]) - 0.5
-    xs = (torch.arange(grid[1], device=current.device, dtype=flow.dtype) + 0.5) * (w / grid[1]) - 0.5
-    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-    centre = torch.stack((cx, cy), 0).expand(B, 2, *grid)                         # motion pixels
-    to_model = lambda p: (p + 0.5) * pool - 0.5                                   # noqa: E731
-    u, target = to_model(centre), to_model(centre + flow)
-    cell_depth = torch.exp(F.adaptive_avg_pool2d(depth.clamp_min(1e-6).log().unsqueeze(1), grid)[:, 0])
-    fx, fy, px, py = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
-    ray_x = (u[:, 0] - px[:, None, None]) / fx[:, None, None]
-    ray_y = (u[:, 1] - py[:, None, None]) / fy[:, None, None]
-    X = torch.stack((ray_x * cell_depth, ray_y * cell_depth, cell_depth), -1).flatten(1, 2)
-    x = target.permute(0, 2, 3, 1).flatten(1, 2)
-    H, W = depth.shape[-2:]
-    inside = (x[..., 0] >= 0) & (x[..., 0] <= W - 1) & (x[..., 1] >= 0) & (x[..., 1] <= H - 1)
-    usable = inside & (smallest.flatten(1) > TEXTURE_FLOOR) & torch.isfinite(X).all(-1)
-    return X, x, usable
+    return flow_correspondences(lucas_kanade(current.float(), keyframe.float(), grid), (h, w), depth, K, pool)
 
 
 def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tensor,

@@ -86,6 +86,9 @@ class PoseHistory:
         frames: [B, S, 1, h, w] float32 grey motion frames of the pair motion encoder
             (:func:`recon.model.motion_encoder.motion_frames`), same order; zeros for frames < 0.
         keyframes: the revisit keyframe bank.
+        focal_log: [B] float32 the self-calibration's accumulated log focal length (pixels; 0
+            before any evidence), :func:`recon.model.window_refine.calibrate_focal`.
+        focal_info: [B] float32 its accumulated information (0 before any evidence).
     """
 
     cam2world: torch.Tensor
@@ -93,6 +96,8 @@ class PoseHistory:
     fallbacks: torch.Tensor
     frames: torch.Tensor
     keyframes: KeyframeBank
+    focal_log: torch.Tensor
+    focal_info: torch.Tensor
 
 
 @dataclass

@@ -114,7 +114,7 @@ def run_segments(
         if dense_every > 1:
             dense = torch.arange(-start % dense_every, stop - start, dense_every, device=seg["video"].device)
         out, state = net.run(seg["video"], state, seg["K"] if intrinsics else None, dense_frames=dense,
-                             revisit=False)
+                             revisit=False, refine=False)
         terms = loss_fn(out, seg, None if start == 0 else first_pose)
         weight = (stop - start) / T
         for key, value in terms.items():

@@ -22,6 +22,18 @@ def test_summarise_by_hand():
     assert row["p95_latency_ms"] == 50.0
     assert row["mean_fps"] == pytest.approx(1000.0 / lat.mean())
     assert row["median_per_500_ms"] == []          # fewer than 500 frames
+    assert row["cpu_flatness"] is None             # a timing.txt without the cpu_ms column
+
+
+def test_cpu_flatness_reads_the_cpu_column():
+    """Wall time 20 -> 30 ms while the step's own CPU time stays 18 ms: contention, not more work."""
+    n = 400
+    lat = np.where(np.arange(n) >= 300, 30.0, 20.0)
+    cpu = np.full(n, 18.0)
+    cpu[300:] = 19.8
+    timing = np.stack((np.arange(n), lat, np.full(n, 100.0), cpu), 1)
+    row = summarise(timing, (100, 200), (300, 400), 200)
+    assert row["flatness"] == 1.5 and row["cpu_flatness"] == pytest.approx(1.1)
 
 
 def test_same_phase_windows_by_hand():

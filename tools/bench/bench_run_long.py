@@ -7,6 +7,10 @@ Rerun) and reads back its per-frame ``timing.txt`` (model-step latency, process 
   (quality bar <= 1.10 for frames 9,900-10,000 vs 100-200); the same ratio of the means beside it
   (``mean_flatness``: counts the frames that measure a revisit, which the median may skip), and
   the 95th percentile of the whole run;
+- ``cpu_flatness``: the same ratio of the step's CPU time on its thread (``timing.txt``'s
+  ``cpu_ms``): insensitive to other threads and processes, so a wall-time growth it does not show
+  comes from contention (the video decoder's threads, the point map's merges, other jobs), not
+  from the model step doing more work;
 - RSS growth: RSS at the last frame minus RSS at frame 1,000 (quality bar <= 50 MB);
 - medians of every 500 frames;
 - with ``--period P`` (the frames of one pass of a looping camera path): the median of the same
@@ -40,12 +44,16 @@ def late_window(high: tuple[int, int], n: int) -> tuple[int, int]:
 
 
 def summarise(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int], rss_from: int) -> dict:
-    """Flatness and RSS growth from rows ``frame latency_ms rss_mb`` (frames in source order)."""
+    """Flatness and RSS growth from rows ``frame latency_ms rss_mb [cpu_ms]`` (frames in source
+    order; ``cpu_flatness`` is None for files without the CPU column)."""
     n = len(timing)
     lat, rss = timing[:, 1], timing[:, 2]
     high = late_window(high, n)
     lo_med, hi_med = float(np.median(lat[low[0] : low[1]])), float(np.median(lat[high[0] : high[1]]))
     start = min(rss_from, n - 1)
+    cpu = timing[:, 3] if timing.shape[1] > 3 else None
+    cpu_flatness = (float(np.median(cpu[high[0] : high[1]]) / np.median(cpu[low[0] : low[1]]))
+                    if cpu is not None else None)
     return {
         "frames": n,
         "median_latency_ms_low": lo_med,
@@ -56,6 +64,7 @@ def summarise(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int], r
         "mean_latency_ms_low": float(lat[low[0] : low[1]].mean()),
         "mean_latency_ms_high": float(lat[high[0] : high[1]].mean()),
         "mean_flatness": float(lat[high[0] : high[1]].mean() / lat[low[0] : low[1]].mean()),
+        "cpu_flatness": cpu_flatness,
         "p95_latency_ms": float(np.percentile(lat, 95)),
         "rss_mb_at_start": float(rss[start]),
         "rss_mb_at_end": float(rss[-1]),
@@ -86,6 +95,8 @@ def main() -> int:
     parser.add_argument("--run-dir", default=None, help="where recon run writes (default: a temp dir)")
     parser.add_argument("--no-revisit", action="store_true",
                         help="recon run --no-revisit (window odometry only)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="recon run --no-refine (the camera trunk's window poses, predicted fov)")
     parser.add_argument("--period", type=bounded_int(1), default=None,
                         help="frames of one pass of a looping path: add the same-phase windows")
     args = parser.parse_args()
@@ -95,6 +106,8 @@ def main() -> int:
         cmd += ["--checkpoint", args.checkpoint]
     if args.no_revisit:
         cmd.append("--no-revisit")
+    if args.no_refine:
+        cmd.append("--no-refine")
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
         print(f"recon run failed with exit code {proc.returncode}", file=sys.stderr)

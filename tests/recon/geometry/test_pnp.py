@@ -1,4 +1,5 @@
-"""refine_pnp against OpenCV's solvePnP, and interpolate_poses against scipy's Slerp."""
+"""refine_pnp against OpenCV's solvePnP, refine_pnp_focal against the camera that made the pixels,
+and interpolate_poses against scipy's Slerp."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from recon.geometry import interpolate_poses, rotation_geodesic
-from recon.geometry.pnp import project, refine_pnp
+from recon.geometry.pnp import project, refine_pnp, refine_pnp_focal
 
 
 def _scene(seed: int, n: int = 150):
@@ -81,6 +82,51 @@ def test_refine_pnp_is_batched():
         assert np.abs(est[b].numpy() - s[3]).max() < 1e-6
         assert torch.allclose(project(K[b:b + 1], X[b:b + 1] @ est[b, :3, :3].T + est[b, :3, 3]), x[b:b + 1],
                               atol=1e-6)
+
+
+def _video_pair(seed: int, focal: float, turn: float, n: int = 192):
+    """One camera (focal ``focal``, 128 x 96) before and after a move: the second frame's rays
+    times depth (unprojected with a wrong focal of 95 px), and their pixels in the first."""
+    rng = np.random.default_rng(seed)
+    u = np.stack([rng.uniform(0, 127, n), rng.uniform(0, 95, n)], -1)
+    depth = rng.uniform(1.5, 4.0, n)
+    K_true = np.array([[focal, 0, 63.5], [0, focal, 47.5], [0, 0, 1]])
+    rays = np.concatenate(((u - K_true[:2, 2]) / focal, np.ones((n, 1))), -1)
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(np.array([0.3, 1.0, 0.2]) * turn).as_matrix()
+    T[:3, 3] = rng.normal(0, 0.05, 3)
+    P = rays * depth[:, None] @ T[:3, :3].T + T[:3, 3]
+    x = (P[:, :2] / P[:, 2:]) * focal + K_true[:2, 2]
+    K_wrong = K_true.copy()
+    K_wrong[0, 0] = K_wrong[1, 1] = 95.0
+    X_wrong = np.concatenate(((u - K_wrong[:2, 2]) / 95.0, np.ones((n, 1))), -1) * depth[:, None]
+    return X_wrong, x, K_wrong, T
+
+
+@pytest.mark.parametrize("seed,focal", [(0, 70.0), (1, 80.0), (2, 120.0)])
+def test_refine_pnp_focal_recovers_the_focal_length_that_made_the_pixels(seed, focal):
+    X, x, K, T = _video_pair(seed, focal, turn=0.08)
+    t = lambda a: torch.from_numpy(a)[None]                               # noqa: E731
+    w = torch.ones(1, len(X), dtype=torch.float64)
+    est, kappa, info, residual = refine_pnp_focal(t(X), t(x), t(K), torch.eye(4, dtype=torch.float64)[None],
+                                                  w, cauchy_px=1.0)
+    assert abs(95.0 * float(np.exp(kappa[0])) - focal) < 1e-3 * focal
+    assert np.abs(est[0].numpy() - T).max() < 1e-5 and float(residual.max()) < 1e-4
+    assert float(info[0]) > 0
+    # the plain fit with the wrong focal length cannot explain the pixels
+    _, plain = refine_pnp(t(X), t(x), t(K), torch.eye(4, dtype=torch.float64)[None], w, cauchy_px=1.0)
+    assert float(plain.median()) > 0.1
+
+
+def test_refine_pnp_focal_information_grows_with_the_rotation():
+    infos = []
+    for turn in (0.0, 0.02, 0.08):
+        X, x, K, T = _video_pair(4, 75.0, turn)
+        t = lambda a: torch.from_numpy(a)[None]                           # noqa: E731
+        _, _, info, _ = refine_pnp_focal(t(X), t(x), t(K), torch.from_numpy(T)[None],
+                                         torch.ones(1, len(X), dtype=torch.float64), cauchy_px=1.0)
+        infos.append(float(info[0]))
+    assert infos[0] < infos[1] < infos[2]
 
 
 def test_interpolate_poses_follows_slerp_and_lerp():

@@ -70,7 +70,7 @@ def test_run_on_dataset_folder_writes_valid_outputs(tmp_path, small_checkpoint, 
     assert "confidence" in dict(cloud.point.items())
     # timing: one line per frame (model step latency, RSS)
     timing = np.loadtxt(out / "timing.txt", ndmin=2)
-    assert timing.shape == (6, 3) and (timing[:, 1] > 0).all()
+    assert timing.shape == (6, 4) and (timing[:, 1] > 0).all() and (timing[:, 3] > 0).all()
     # depth files, one per frame, at the model resolution
     assert sorted(p.name for p in (out / "depth").iterdir()) == [f"{i:06d}.npy" for i in range(0, 12, 2)]
     assert np.load(out / "depth" / "000000.npy").shape == (96, 128)

@@ -361,9 +361,12 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     torch.manual_seed(0)
     net = build_model({**SMALL, "window": 4}).eval()
 
-    class Spy(torch.nn.Module):  # a feature that names the pair: mean of current, mean of earlier
-        def forward(self, current, earlier):
-            return torch.stack((current.mean((1, 2, 3)), earlier.mean((1, 2, 3))), -1)
+    class Spy(torch.nn.Module):  # a "flow" and feature that name the pair: mean of current, of earlier
+        def flow(self, current, earlier):
+            return torch.stack((current.mean((1, 2, 3)), earlier.mean((1, 2, 3))), -1)[..., None, None]
+
+        def features(self, flow):
+            return flow.flatten(1)
 
     net.motion_encoder = Spy()
     video = _video(1, 5)
@@ -372,8 +375,8 @@ def test_pair_motion_pairs_each_frame_with_the_slot_frames_across_calls():
     pooled = motion_frames((video[0] - embed.mean) / embed.std, pool).mean((1, 2, 3))  # [T]
     state = net.init_state(1)
     images = (video - embed.mean) / embed.std
-    m1, hist, current = net._pair_motion(images[:, :2], state.poses.frames)
-    m2, _, _ = net._pair_motion(images[:, 2:], hist)
+    m1, _, hist, current = net._pair_motion(images[:, :2], state.poses.frames)
+    m2, _, _, _ = net._pair_motion(images[:, 2:], hist)
     torch.testing.assert_close(current[0].mean((1, 2, 3)), pooled[:2])
     motion = torch.cat((m1, m2)).view(5, 3, 2)
     for t in range(5):
