@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from recon.geometry import interpolate_poses, rotation_geodesic
-from recon.geometry.pnp import project, refine_pnp, refine_pnp_focal
+from recon.geometry.pnp import _se3_step, project, refine_pnp, refine_pnp_focal
 
 
 def _scene(seed: int, n: int = 150):
@@ -127,6 +127,15 @@ def test_refine_pnp_focal_information_grows_with_the_rotation():
                                          torch.ones(1, len(X), dtype=torch.float64), cauchy_px=1.0)
         infos.append(float(info[0]))
     assert infos[0] < infos[1] < infos[2]
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-6, 1e-3, 0.5, 3.0])
+def test_se3_step_is_the_exponential_of_scipy(scale):
+    xi = np.random.default_rng(3).normal(0, 1, (20, 6)) * scale
+    step = _se3_step(torch.from_numpy(xi)).numpy()
+    np.testing.assert_allclose(step[:, :3, :3], Rotation.from_rotvec(xi[:, 3:]).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(step[:, :3, 3], xi[:, :3])
+    np.testing.assert_array_equal(step[:, 3], np.tile([0.0, 0.0, 0.0, 1.0], (20, 1)))
 
 
 def test_interpolate_poses_follows_slerp_and_lerp():
