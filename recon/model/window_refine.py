@@ -37,6 +37,34 @@ from recon.model.cell_matches import flow_correspondences
 from recon.model.config import RefineConfig
 
 
+class _PairFit:
+    """The fit problem of every (t, t - j) pair of M frames (M * S pairs, frame-major): cell points
+    X in camera t and their pixels x in frame t - j, the usable cells, the intrinsics K, the
+    trunk's pose as the start (camera t -> camera t - j: the window pose itself) and frame t's
+    median depth; see :func:`refine_window_poses` for the arguments."""
+
+    def __init__(self, flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
+                 K: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor, pool: int) -> None:
+        S = translation.shape[1]
+        depth = unit_depth.detach().float()
+        self.K = K.detach().float().repeat_interleave(S, 0)                          # [M * S, 3, 3]
+        self.X, self.x, self.usable = flow_correspondences(flow_out.float(), motion_size,
+                                                           depth.repeat_interleave(S, 0), self.K, pool)
+        self.init = pose_from_Rt(quaternion_to_rotation_matrix(quat_wxyz.detach().float()),
+                                 translation.detach().float()).flatten(0, 1)
+        self.scale = depth.flatten(1).median(1).values.clamp_min(1e-6).repeat_interleave(S, 0)
+
+    def verified(self, fit: torch.Tensor, residual: torch.Tensor, cfg: RefineConfig) -> torch.Tensor:
+        """[M * S] bool: enough inlier cells, a bounded change from the start, a finite pose."""
+        inliers = (self.usable & (residual < cfg.inlier_px)).sum(1)
+        fraction = inliers / self.usable.sum(1).clamp_min(1)
+        shift = (fit[:, :3, 3] - self.init[:, :3, 3]).norm(dim=-1) / self.scale
+        turn = torch.rad2deg(rotation_geodesic(fit[:, :3, :3], self.init[:, :3, :3]))
+        return ((inliers >= cfg.min_inliers) & (fraction >= cfg.min_inlier_fraction)
+                & (shift <= cfg.max_shift) & (turn <= cfg.max_turn_deg)
+                & torch.isfinite(fit).flatten(1).all(1))
+
+
 def refine_window_poses(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
                         K: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor, pool: int,
                         cfg: RefineConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,22 +87,10 @@ def refine_window_poses(flow_out: torch.Tensor, motion_size: tuple[int, int], un
     """
     M, S = translation.shape[:2]
     with torch.no_grad():
-        depth = unit_depth.detach().float()
-        K_pairs = K.detach().float().repeat_interleave(S, 0)                         # [M * S, 3, 3]
-        X, x, usable = flow_correspondences(flow_out.float(), motion_size,
-                                            depth.repeat_interleave(S, 0), K_pairs, pool)
-        # the fit's transform is camera t -> camera t - j: the window pose itself
-        init = pose_from_Rt(quaternion_to_rotation_matrix(quat_wxyz.detach().float()),
-                            translation.detach().float()).flatten(0, 1)
-        fit, residual = refine_pnp(X, x, K_pairs, init, usable.float(), cfg.inlier_px, cfg.iterations)
-        inliers = (usable & (residual < cfg.inlier_px)).sum(1)
-        fraction = inliers / usable.sum(1).clamp_min(1)
-        scale = depth.flatten(1).median(1).values.clamp_min(1e-6).repeat_interleave(S, 0)
-        shift = (fit[:, :3, 3] - init[:, :3, 3]).norm(dim=-1) / scale
-        turn = torch.rad2deg(rotation_geodesic(fit[:, :3, :3], init[:, :3, :3]))
-        accept = ((inliers >= cfg.min_inliers) & (fraction >= cfg.min_inlier_fraction)
-                  & (shift <= cfg.max_shift) & (turn <= cfg.max_turn_deg)
-                  & torch.isfinite(fit).flatten(1).all(1)).view(M, S)
+        pairs = _PairFit(flow_out, motion_size, unit_depth, K, translation, quat_wxyz, pool)
+        fit, residual = refine_pnp(pairs.X, pairs.x, pairs.K, pairs.init, pairs.usable.float(),
+                                   cfg.inlier_px, cfg.iterations)
+        accept = pairs.verified(fit, residual, cfg).view(M, S)
         q = rotation_matrix_to_quaternion(fit[:, :3, :3].contiguous()).view(M, S, 4)
         q = torch.where(q[..., :1] < 0, -q, q)
         t = fit[:, :3, 3].view(M, S, 3)
@@ -103,23 +119,11 @@ def focal_evidence(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_de
     """
     M, S = translation.shape[:2]
     with torch.no_grad():
-        depth = unit_depth.detach().float()
-        K_pairs = K.detach().float().repeat_interleave(S, 0)
-        X, x, usable = flow_correspondences(flow_out.float(), motion_size,
-                                            depth.repeat_interleave(S, 0), K_pairs, pool)
-        init = pose_from_Rt(quaternion_to_rotation_matrix(quat_wxyz.detach().float()),
-                            translation.detach().float()).flatten(0, 1)
-        fit, kappa, info, residual = refine_pnp_focal(X, x, K_pairs, init, usable.float(), cfg.inlier_px,
-                                                      cfg.iterations)
-        inliers = (usable & (residual < cfg.inlier_px)).sum(1)
-        fraction = inliers / usable.sum(1).clamp_min(1)
-        scale = depth.flatten(1).median(1).values.clamp_min(1e-6).repeat_interleave(S, 0)
-        shift = (fit[:, :3, 3] - init[:, :3, 3]).norm(dim=-1) / scale
-        turn = torch.rad2deg(rotation_geodesic(fit[:, :3, :3], init[:, :3, :3]))
-        counts = ((inliers >= cfg.min_inliers) & (fraction >= cfg.min_inlier_fraction)
-                  & (shift <= cfg.max_shift) & (turn <= cfg.max_turn_deg)
-                  & (kappa.abs() <= math.log(cfg.max_focal_ratio))
-                  & torch.isfinite(fit).flatten(1).all(1) & torch.isfinite(kappa) & torch.isfinite(info))
+        pairs = _PairFit(flow_out, motion_size, unit_depth, K, translation, quat_wxyz, pool)
+        fit, kappa, info, residual = refine_pnp_focal(pairs.X, pairs.x, pairs.K, pairs.init,
+                                                      pairs.usable.float(), cfg.inlier_px, cfg.iterations)
+        counts = (pairs.verified(fit, residual, cfg) & (kappa.abs() <= math.log(cfg.max_focal_ratio))
+                  & torch.isfinite(kappa) & torch.isfinite(info))
         weight = torch.where(counts, info, torch.zeros_like(info)).view(M, S)
         kappa = torch.where(counts, kappa, torch.zeros_like(kappa)).view(M, S)
         total = weight.sum(1)
