@@ -20,8 +20,13 @@ metric scale), per frame and without state, so the clip path and the streaming s
 gradient: the fit has no parameters, and training (which has no dense depth of every frame)
 runs without it, so the trunk still learns the poses the fit starts from.
 
+Self-calibration (:func:`calibrate_focal`, when no intrinsics are given): every
+``focal_every``-th frame fits each pair's pose with the focal length as a seventh parameter and
+streams the evidence into the focal length of ``K`` (the fits above then use it).
+
 Cost per frame: one S-pair batched Gauss-Newton fit of ``iterations`` 6 x 6 steps over the
-grid's cells (192 for ``tiny``); the flow is the encoder's.
+grid's cells (192 for ``tiny``), plus a 7 x 7 one on every ``focal_every``-th frame; the flow is
+the encoder's (1.16x the model step without it, ``tools/bench/bench_refine.py``).
 """
 
 from __future__ import annotations
