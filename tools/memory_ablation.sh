@@ -22,7 +22,9 @@
 # docs/memory_ablation), PROTOCOLS (default "synthetic_loops synthetic_drift"), MAX_FRAMES_CAUSAL
 # (default 2000), REVISIT (default off: the arms are evaluated on their own window odometry,
 # `recon eval --no-revisit`, so the keyframe corrections of the readout do not mask the memory;
-# on: with them, as shipped), MAX_FRAMES (default unset: whole sequences; set, every sequence of
+# on: with them, as shipped), REFINE (default off: without the inference-only window refinement and
+# focal self-calibration of session 9, `--no-refine`, like the arms evaluated before it existed; on:
+# as shipped), MAX_FRAMES (default unset: whole sequences; set, every sequence of
 # `eval` stops there and the reports go to eval/<protocol>_max<N>/, which `report` and
 # tools/ablation_stats.py read as their own protocol, e.g. PROTOCOLS=synthetic_drift_max1000).
 set -euo pipefail
@@ -35,6 +37,7 @@ MAX_FRAMES_CAUSAL=${MAX_FRAMES_CAUSAL:-2000}
 MAX_FRAMES=${MAX_FRAMES:-}
 [[ -z "$MAX_FRAMES" || "$MAX_FRAMES" =~ ^[0-9]+$ ]] || { echo "MAX_FRAMES must be a frame count, got '$MAX_FRAMES'" >&2; exit 2; }
 REVISIT=${REVISIT:-off}
+REFINE=${REFINE:-off}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 usage() { echo "usage: $0 train ARM [SEED] | eval ARM [SEED] | report | arms" >&2; exit 2; }
@@ -64,6 +67,7 @@ case "${1:-}" in
       cap=()
       out="$dir/eval/$protocol"
       [[ "$REVISIT" == on ]] || cap+=(--no-revisit)
+      [[ "$REFINE" == on ]] || cap+=(--no-refine)
       if [[ -n "$MAX_FRAMES" ]]; then
         cap+=(--max-frames "$MAX_FRAMES"); out="${out}_max$MAX_FRAMES"
       elif [[ "$arm" == causal_attention && "$protocol" == synthetic_drift ]]; then
