@@ -72,56 +72,71 @@ def refine_pnp(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Te
         (T [B, 4, 4] the refined transform, residual [B, N] reprojection error in pixels at T;
          points behind the target camera get an infinite residual).
     """
-    T, _, _, residual = _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, fit_focal=False)
+    T, _, _, residual = _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, None, False)
     return T, residual
 
 
-def refine_pnp_focal(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
-                     weights: torch.Tensor, cauchy_px: float, iterations: int = ITERATIONS
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Refine the transform and the focal length of one camera seen twice (self-calibration).
+def refine_pnp_calibrate(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
+                         weights: torch.Tensor, cauchy_px: float, iterations: int = ITERATIONS,
+                         depth_log_ratio: torch.Tensor | None = None, fit_focal: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Refine the transform of one camera seen twice, with its focal length and the contrast of
+    the depth its points were made with (self-calibration).
 
     The source and target are the same camera (a video): ``X`` are its rays times depth,
-    ``X = d * K^-1 (u, 1)``, so a focal length ``f = f_K * exp(kappa)`` (fx and fy scaled
-    together, principal point fixed) moves the points too: ``X(kappa) = (X_x e^-kappa,
-    X_y e^-kappa, X_z)``, and the pixels are ``pi(K(kappa) (R X(kappa) + t))``. The fit adds
-    ``kappa`` to the six pose parameters. A rotation shows the focal length in how the flow bends
-    toward the image edges; a translation alone does not (its information is then ~0).
+    ``X = d * K^-1 (u, 1)``. Two calibration parameters join the six of the pose:
+
+    - ``kappa``, the log focal scale (``f = f_K * exp(kappa)``, fx and fy together, principal
+      point fixed): it moves the points too, ``X(kappa) = (X_x e^-kappa, X_y e^-kappa, X_z)``.
+      A rotation shows the focal length in how the flow bends toward the image edges; a
+      translation alone does not (its information is then ~0).
+    - ``eta``, the log contrast of the depth (``depth_log_ratio`` given: ``l_i = log(d_i / m)``,
+      the log of each point's depth over a reference such as the frame's median): the depth
+      becomes ``m (d / m)^(e^eta)``, so ``X(eta) = X exp((e^eta - 1) l)``. A depth predicted
+      with too little contrast (near and far too alike) shows in the parallax of a translation.
 
     Args:
         X, x, K, init, weights, cauchy_px, iterations: as :func:`refine_pnp` (``K`` the
             intrinsics ``X`` was unprojected with, the start of the focal fit).
+        depth_log_ratio: [B, N] ``l`` above; None: the depth is kept (``eta`` stays 0).
+        fit_focal: fit ``kappa`` (False: the focal length of ``K`` is kept, ``kappa`` stays 0).
 
     Returns:
-        (T [B, 4, 4], kappa [B] the log focal scale, information [B] >= 0: the Schur complement of
-         the pose in the weighted Gauss-Newton matrix at the solution, 1 / variance of ``kappa``
-         in pixel^-2 units, residual [B, N]).
+        (T [B, 4, 4], theta [B, 2] the fitted (kappa, eta) (0 where not fitted), information
+         [B, 2, 2]: the Schur complement of the pose in the weighted Gauss-Newton matrix at the
+         solution, the inverse covariance of theta in pixel^-2 units (zero rows and columns for
+         a parameter not fitted), residual [B, N]).
     """
-    return _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, fit_focal=True)
+    return _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, depth_log_ratio, fit_focal)
 
 
-def _focal_points(X: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-    """Points [B, N, 3] unprojected with the focal scale ``e^kappa`` [B, 1] instead:
-    ``(X_x e^-kappa, X_y e^-kappa, X_z)``."""
-    return torch.cat((X[..., :2] * torch.exp(-kappa)[..., None], X[..., 2:]), -1)
+def _calibrated_points(X: torch.Tensor, kappa: torch.Tensor, contrast: torch.Tensor,
+                       log_ratio: torch.Tensor | None) -> torch.Tensor:
+    """Points [B, N, 3] unprojected with the focal scale ``e^kappa`` [B, 1] instead, their depth
+    raised to the contrast ``e^eta`` (``contrast`` = e^eta - 1 [B, 1], ``log_ratio`` [B, N])."""
+    P = torch.cat((X[..., :2] * torch.exp(-kappa)[..., None], X[..., 2:]), -1)
+    return P if log_ratio is None else P * torch.exp(contrast * log_ratio)[..., None]
 
 
 def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch.Tensor,
-                  weights: torch.Tensor, cauchy_px: float, iterations: int, fit_focal: bool
+                  weights: torch.Tensor, cauchy_px: float, iterations: int,
+                  log_ratio: torch.Tensor | None, fit_focal: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The robust reweighted Gauss-Newton loop of :func:`refine_pnp` (``fit_focal`` False: six
-    parameters, kappa stays 0) and :func:`refine_pnp_focal` (seven); returns (T, kappa,
-    information, residual) in the dtypes of ``init``."""
+    """The robust reweighted Gauss-Newton loop of :func:`refine_pnp` (six parameters) and
+    :func:`refine_pnp_calibrate` (six plus kappa and / or eta); returns (T, theta [B, 2],
+    information [B, 2, 2], residual) in the dtypes of ``init``."""
     dtype = torch.float64
     X0, x, K, T, w0 = X.to(dtype), x.to(dtype), K.to(dtype), init.to(dtype).clone(), weights.to(dtype)
+    ell = None if log_ratio is None else log_ratio.to(dtype)
     B = X0.shape[0]
     fx0, fy0 = K[:, 0, 0, None], K[:, 1, 1, None]                                      # [B, 1]
-    kappa = torch.zeros(B, 1, dtype=dtype, device=X0.device)
-    n = 7 if fit_focal else 6
-    eye = torch.eye(n, dtype=dtype, device=X0.device)
-    info = torch.zeros(B, dtype=dtype, device=X0.device)
-    for it in range(iterations + (1 if fit_focal else 0)):
-        Xk = _focal_points(X0, kappa) if fit_focal else X0
+    theta = torch.zeros(B, 2, dtype=dtype, device=X0.device)                          # kappa, eta
+    fitted = [i for i, on in enumerate((fit_focal, ell is not None)) if on]
+    n = 6 + len(fitted)
+    info = torch.zeros(B, 2, 2, dtype=dtype, device=X0.device)
+    for it in range(iterations + (1 if fitted else 0)):
+        kappa, eta = theta[:, :1], theta[:, 1:]
+        Xk = _calibrated_points(X0, kappa, torch.expm1(eta), ell)
         fx, fy = fx0 * torch.exp(kappa), fy0 * torch.exp(kappa)
         P = Xk @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]                     # [B, N, 3]
         z = P[..., 2].clamp_min(1e-3)
@@ -134,32 +149,41 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
         zero = torch.zeros_like(z)
         rows_u = [inv_z, zero, -a * inv_z, -a * b, 1.0 + a * a, -b]
         rows_v = [zero, inv_z, -b * inv_z, -(1.0 + b * b), a * b, a]
-        if fit_focal:  # d pixel / d kappa: the focal itself, and the points' move dP = R (-X_x, -X_y, 0)
-            dP = -(Xk * Xk.new_tensor([1.0, 1.0, 0.0])) @ T[:, :3, :3].transpose(1, 2)
-            rows_u.append(a + (dP[..., 0] - a * dP[..., 2]) * inv_z)
-            rows_v.append(b + (dP[..., 1] - b * dP[..., 2]) * inv_z)
+        moves = []  # d pixel / d theta_k = (focal term) + the points' move dP = R dX
+        if fit_focal:   # the focal itself, and dX = (-X_x, -X_y, 0)
+            moves.append((a, b, -(Xk * Xk.new_tensor([1.0, 1.0, 0.0])) @ T[:, :3, :3].transpose(1, 2)))
+        if ell is not None:   # dX = X e^eta l
+            moves.append((zero, zero, (Xk * (torch.exp(eta) * ell)[..., None]) @ T[:, :3, :3].transpose(1, 2)))
+        for du, dv, dP in moves:
+            rows_u.append(du + (dP[..., 0] - a * dP[..., 2]) * inv_z)
+            rows_v.append(dv + (dP[..., 1] - b * dP[..., 2]) * inv_z)
         J = torch.stack((torch.stack(rows_u, -1) * fx[..., None],
                          torch.stack(rows_v, -1) * fy[..., None]), -2)
         J, r = J.flatten(1, 2), r.flatten(1)                                            # [B, 2N, n], [B, 2N]
         Jw = J * w.repeat_interleave(2, dim=1)[..., None]
         H = Jw.transpose(1, 2) @ J                                                      # [B, n, n]
-        if it == iterations:  # the extra pass of the focal fit: its information at the solution
-            Hpp, Hpk = H[:, :6, :6], H[:, :6, 6:]
-            schur = H[:, 6, 6] - (Hpk.transpose(1, 2) @ torch.linalg.solve(
-                Hpp + 1e-9 * torch.eye(6, dtype=dtype, device=X0.device), Hpk))[:, 0, 0]
-            info = schur.clamp_min(0.0)
+        if it == iterations:  # the extra pass of a calibration fit: its information at the solution
+            Hpp, Hpc = H[:, :6, :6], H[:, :6, 6:]
+            schur = H[:, 6:, 6:] - Hpc.transpose(1, 2) @ torch.linalg.solve(
+                Hpp + 1e-9 * torch.eye(6, dtype=dtype, device=X0.device), Hpc)
+            index = torch.tensor(fitted, device=X0.device)
+            info[:, index[:, None], index[None, :]] = 0.5 * (schur + schur.transpose(1, 2))
             break
         g = (Jw.transpose(1, 2) @ r[..., None])                                         # [B, n, 1]
-        damp = DAMPING * H.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None] + 1e-12
-        xi = -torch.linalg.solve(H + damp * eye, g)[..., 0]                             # [B, n]
+        # Marquardt's damping, per parameter: a weakly seen one (the depth contrast) is not
+        # damped by the scale of the well-seen ones
+        damp = torch.diag_embed(DAMPING * H.diagonal(dim1=1, dim2=2) + 1e-12)
+        xi = -torch.linalg.solve(H + damp, g)[..., 0]                                   # [B, n]
         T = _se3_step(xi[:, :6]) @ T
-        if fit_focal:
-            kappa = kappa + xi[:, 6:]
-    Xk = _focal_points(X0, kappa)
+        if fitted:
+            theta = theta.clone()
+            theta[:, fitted] += xi[:, 6:]
+    kappa, eta = theta[:, :1], theta[:, 1:]
+    Xk = _calibrated_points(X0, kappa, torch.expm1(eta), ell)
     Kk = K.clone()
     Kk[:, 0, 0], Kk[:, 1, 1] = fx0[:, 0] * torch.exp(kappa[:, 0]), fy0[:, 0] * torch.exp(kappa[:, 0])
     P = Xk @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
     residual = (project(Kk, P) - x).norm(dim=-1)
     residual = torch.where(P[..., 2] > 1e-3, residual, torch.full_like(residual, float("inf")))
     out = init.dtype
-    return T.to(out), kappa[:, 0].to(out), info.to(out), residual.to(out)
+    return T.to(out), theta.to(out), info.to(out), residual.to(out)

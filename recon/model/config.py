@@ -134,10 +134,16 @@ class RefineConfig:
         min_inlier_fraction: inlier share of the textured cells a fit needs.
         max_shift: largest accepted change of the translation, times the frame's median depth.
         max_turn_deg: largest accepted change of the rotation, degrees.
-        calibrate: when no intrinsics are given, estimate the focal length from the window's
-            flow (self-calibration, :func:`recon.model.window_refine.focal_evidence`) and stream
-            it (:func:`~recon.model.window_refine.calibrate_focal`); off: the predicted one.
-        focal_every: frames ``n`` with ``n % focal_every == 0`` measure the focal evidence (the
+        calibrate: self-calibrate from the window's flow
+            (:func:`recon.model.window_refine.calibration_evidence`, streamed by
+            :func:`~recon.model.window_refine.self_calibrate`): the focal length when no
+            intrinsics are given (off: the predicted one), and with ``calibrate_contrast`` the
+            contrast of the depth the fits use.
+        calibrate_contrast: also estimate the contrast of the predicted depth (its log-depth
+            spread around the median, raised by ``e^c``; the depth head of a small model
+            predicts near and far too alike, and the fits inherit that as a focal-length bias).
+            Only the fits use it: the output depth is the predicted one.
+        focal_every: frames ``n`` with ``n % focal_every == 0`` measure the calibration evidence (the
             others use the estimate so far): the self-calibration at a ``1 / focal_every`` share
             of its cost.
         focal_memory: frames over which the focal evidence is averaged (forgetting 1 - 1 / it
@@ -146,6 +152,8 @@ class RefineConfig:
             squared log-focal unit, the units of a pair fit's information).
         max_focal_ratio: a pair whose fitted focal length is more than this factor from the
             predicted one is left out of the evidence.
+        contrast_prior: information of "the predicted contrast is right" (``c = 0``), same units.
+        max_contrast_ratio: likewise, for a pair's fitted contrast factor ``e^c``.
     """
 
     enabled: bool = True
@@ -160,6 +168,9 @@ class RefineConfig:
     focal_memory: int = 1000
     focal_prior: float = 100.0
     max_focal_ratio: float = 2.0
+    calibrate_contrast: bool = True
+    contrast_prior: float = 100.0
+    max_contrast_ratio: float = 4.0
 
 
 @dataclass
@@ -346,6 +357,9 @@ def _validate_refine(r: RefineConfig) -> None:
         raise ConfigError(f"{where}: focal_memory ({r.focal_memory}) must be >= 1, focal_prior "
                           f"({r.focal_prior}) finite and > 0, max_focal_ratio ({r.max_focal_ratio}) "
                           f"finite and > 1")
+    if not 0.0 < r.contrast_prior < inf or not 1.0 < r.max_contrast_ratio < inf:
+        raise ConfigError(f"{where}: contrast_prior ({r.contrast_prior}) must be finite and > 0, "
+                          f"max_contrast_ratio ({r.max_contrast_ratio}) finite and > 1")
     if r.iterations < 1 or r.min_inliers < 1:
         raise ConfigError(f"{where}: iterations ({r.iterations}) and min_inliers ({r.min_inliers}) "
                           f"must be >= 1")

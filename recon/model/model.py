@@ -19,7 +19,7 @@ from recon.model.pose_enc import fov_to_intrinsics, intrinsics_to_fov
 from recon.model.readout import empty_pose_history, slot_frame_index, stream_pose_readout
 from recon.model.revisit import RevisitInputs
 from recon.model.state import StreamState
-from recon.model.window_refine import calibrate_focal, refine_window_poses
+from recon.model.window_refine import contrast_depth, refine_window_poses, self_calibrate
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -159,19 +159,23 @@ class StreamReconModel(nn.Module):
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
             Td = unit_depth.shape[0] // B
-            focal = (state.poses.focal_log, state.poses.focal_info)
+            calibration = (state.poses.calib_info, state.poses.calib_vector)
+            fit_depth = unit_depth      # the depth the geometric fits use (contrast-calibrated)
             if refine and dense_frames is None and self.cfg.head.refine.enabled:
                 settings, size = self.cfg.head.refine, current.shape[-2:]
                 pool = motion_pool(self.cfg.image_size)
-                if K_in is None and settings.calibrate:
-                    K_out, *focal = calibrate_focal(flow, size, unit_depth, K_out, trans, quat, pool,
-                                                    *focal, state.frame_index, settings)
-                    fov = torch.stack(intrinsics_to_fov(K_out, H, W), -1)
-                trans, quat, _ = refine_window_poses(flow, size, unit_depth, K_out.flatten(0, 1), trans, quat,
+                if settings.calibrate and (K_in is None or settings.calibrate_contrast):
+                    K_out, log_contrast, *calibration = self_calibrate(
+                        flow, size, unit_depth, K_out, trans, quat, pool, *calibration, state.frame_index,
+                        settings, fit_focal=K_in is None)
+                    if K_in is None:
+                        fov = torch.stack(intrinsics_to_fov(K_out, H, W), -1)
+                    fit_depth = contrast_depth(unit_depth.detach(), log_contrast.flatten())
+                trans, quat, _ = refine_window_poses(flow, size, fit_depth, K_out.flatten(0, 1), trans, quat,
                                                      pool, settings)
             revisit_inputs = None
             if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
-                revisit_inputs = RevisitInputs(current, unit_depth.view(B, T, H, W), K_out,
+                revisit_inputs = RevisitInputs(current, fit_depth.view(B, T, H, W), K_out,
                                                motion_pool(self.cfg.image_size), self.cfg.head.revisit)
             cam2world, scale, window, poses = stream_pose_readout(
                 raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
@@ -187,7 +191,8 @@ class StreamReconModel(nn.Module):
                "pose_enc": pose_enc}
         if dense_frames is not None:
             out["dense_frames"] = dense_frames
-        poses = dataclasses.replace(poses, frames=history, focal_log=focal[0], focal_info=focal[1])
+        poses = dataclasses.replace(poses, frames=history, calib_info=calibration[0],
+                                    calib_vector=calibration[1])
         new_state = StreamState(state.frame_index + T, B, windows, memory, poses, self.signature,
                                 dict(state.meta))
         return out, new_state

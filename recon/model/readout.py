@@ -41,13 +41,13 @@ def empty_pose_history(batch_size: int, slots: int, device: torch.device | str |
                        frame_shape: tuple[int, ...] = (1, 1, 1), keyframes: int = 0) -> PoseHistory:
     """The history before frame 0: identity poses, log-scale 0, no fallbacks, zero frames of
     ``frame_shape`` (C, h, w) for the pair motion encoder, an empty bank of ``keyframes`` slots,
-    no focal evidence."""
+    no calibration evidence."""
     eye = torch.eye(4, device=device).repeat(batch_size, slots, 1, 1)
     return PoseHistory(eye, torch.zeros(batch_size, device=device),
                        torch.zeros(batch_size, dtype=torch.int64, device=device),
                        torch.zeros(batch_size, slots, *frame_shape, device=device),
                        empty_keyframe_bank(batch_size, keyframes, frame_shape, device),
-                       torch.zeros(batch_size, device=device), torch.zeros(batch_size, device=device))
+                       torch.zeros(batch_size, 2, 2, device=device), torch.zeros(batch_size, 2, device=device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

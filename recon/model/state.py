@@ -86,9 +86,10 @@ class PoseHistory:
         frames: [B, S, 1, h, w] float32 grey motion frames of the pair motion encoder
             (:func:`recon.model.motion_encoder.motion_frames`), same order; zeros for frames < 0.
         keyframes: the revisit keyframe bank.
-        focal_log: [B] float32 the self-calibration's accumulated log focal length (pixels; 0
-            before any evidence), :func:`recon.model.window_refine.calibrate_focal`.
-        focal_info: [B] float32 its accumulated information (0 before any evidence).
+        calib_info: [B, 2, 2] float32 the self-calibration's information filter of (log focal
+            length in pixels, log depth contrast), :func:`recon.model.window_refine.self_calibrate`
+            (zeros before any evidence) ...
+        calib_vector: [B, 2] float32 ... and its information vector.
     """
 
     cam2world: torch.Tensor
@@ -96,8 +97,8 @@ class PoseHistory:
     fallbacks: torch.Tensor
     frames: torch.Tensor
     keyframes: KeyframeBank
-    focal_log: torch.Tensor
-    focal_info: torch.Tensor
+    calib_info: torch.Tensor
+    calib_vector: torch.Tensor
 
 
 @dataclass

@@ -20,12 +20,16 @@ metric scale), per frame and without state, so the clip path and the streaming s
 gradient: the fit has no parameters, and training (which has no dense depth of every frame)
 runs without it, so the trunk still learns the poses the fit starts from.
 
-Self-calibration (:func:`calibrate_focal`, when no intrinsics are given): every
-``focal_every``-th frame fits each pair's pose with the focal length as a seventh parameter and
-streams the evidence into the focal length of ``K`` (the fits above then use it).
+Self-calibration (:func:`self_calibrate`): every ``focal_every``-th frame fits each pair's pose
+with two more parameters, the focal length (when no intrinsics are given) and the contrast of the
+predicted depth (its log spread around the median, raised by ``e^c``: the tiny model's depth head
+predicts near and far about a third as different as they are, and a fit on that depth explains
+the missing parallax with a wrong focal length), and streams the evidence into an information
+filter; the output ``K`` gets the focal length, the fits above the depth at that contrast (the
+output depth stays the predicted one).
 
 Cost per frame: one S-pair batched Gauss-Newton fit of ``iterations`` 6 x 6 steps over the
-grid's cells (192 for ``tiny``), plus a 7 x 7 one on every ``focal_every``-th frame; the flow is
+grid's cells (192 for ``tiny``), plus an 8 x 8 one on every ``focal_every``-th frame; the flow is
 the encoder's (1.16x the model step without it, ``tools/bench/bench_refine.py``).
 """
 
@@ -37,7 +41,7 @@ import torch
 from kornia.geometry.conversions import quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
 
 from recon.geometry import pose_from_Rt, rotation_geodesic
-from recon.geometry.pnp import refine_pnp, refine_pnp_focal
+from recon.geometry.pnp import refine_pnp, refine_pnp_calibrate
 from recon.model.cell_matches import flow_correspondences
 from recon.model.config import RefineConfig
 
@@ -104,101 +108,118 @@ def refine_window_poses(flow_out: torch.Tensor, motion_size: tuple[int, int], un
     return translation, quat, accept
 
 
-def focal_evidence(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
-                   K: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor, pool: int,
-                   cfg: RefineConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the window's flow says about the focal length, per frame (self-calibration).
+def contrast_depth(depth: torch.Tensor, log_contrast: torch.Tensor) -> torch.Tensor:
+    """Depth [M, H, W] with its contrast around each frame's median ``m`` raised by
+    ``e^log_contrast`` [M]: ``m (d / m)^(e^log_contrast)`` (0: the depth itself)."""
+    median = depth.flatten(1).median(1).values.clamp_min(1e-6)[:, None, None]
+    gamma = torch.exp(log_contrast.to(depth.dtype))[:, None, None]
+    return median * (depth.clamp_min(1e-6) / median) ** gamma
 
-    Each (t, t - j) pair gets a fit of its pose and a log focal scale ``kappa``
-    (:func:`recon.geometry.pnp.refine_pnp_focal`, started at the trunk's pose and ``K``); a pair
-    counts when its fit passes the checks of :func:`refine_window_poses` and ``|kappa| <=
-    log(cfg.max_focal_ratio)``. The frame's evidence is the information-weighted mean of its
-    pairs' ``kappa`` (a rotation shows the focal length in how the flow bends toward the image
-    edges; a translation alone does not, and its information is ~0).
 
-    Args: as :func:`refine_window_poses`.
+def calibration_evidence(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
+                         K: torch.Tensor, log_contrast: torch.Tensor, translation: torch.Tensor,
+                         quat_wxyz: torch.Tensor, pool: int, cfg: RefineConfig, fit_focal: bool = True,
+                         fit_contrast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the window's flow says about the focal length and the depth's contrast, per frame.
+
+    Each (t, t - j) pair gets a fit of its pose, a log focal scale ``kappa`` and a log contrast
+    step ``eta`` (:func:`recon.geometry.pnp.refine_pnp_calibrate`, started at the trunk's pose,
+    ``K`` and the depth at contrast ``log_contrast``); a pair counts when its fit passes the
+    checks of :func:`refine_window_poses`, ``|kappa| <= log(cfg.max_focal_ratio)`` and ``|eta|
+    <= log(cfg.max_contrast_ratio)``. The frame's evidence is its pairs' information matrices and
+    information vectors summed (a rotation shows the focal length in how the flow bends toward the
+    image edges, a translation the depth's contrast in its parallax).
+
+    Args:
+        flow_out, motion_size, unit_depth, translation, quat_wxyz, pool, cfg: as
+            :func:`refine_window_poses`.
+        K: [M, 3, 3] the intrinsics the fits start at.
+        log_contrast: [M] the depth contrast the fits start at (:func:`contrast_depth`).
+        fit_focal, fit_contrast: which of the two to fit (the other keeps zero information).
 
     Returns:
-        (log_focal [M]: ``log(fx) + kappa`` of the frame, pixels; information [M] >= 0, the sum
-         over the counted pairs (0: no evidence, ``log_focal`` is then ``log(fx)``)).
+        (information [M, 2, 2] of (log focal length in pixels, log contrast), information vector
+         [M, 2]: information times the pairs' absolute estimates ``(log fx + kappa, log_contrast
+         + eta)``; zero without evidence).
     """
     M, S = translation.shape[:2]
     with torch.no_grad():
-        pairs = _PairFit(flow_out, motion_size, unit_depth, K, translation, quat_wxyz, pool)
-        fit, kappa, info, residual = refine_pnp_focal(pairs.X, pairs.x, pairs.K, pairs.init,
-                                                      pairs.usable.float(), cfg.inlier_px, cfg.iterations)
-        counts = (pairs.verified(fit, residual, cfg) & (kappa.abs() <= math.log(cfg.max_focal_ratio))
-                  & torch.isfinite(kappa) & torch.isfinite(info))
-        weight = torch.where(counts, info, torch.zeros_like(info)).view(M, S)
-        kappa = torch.where(counts, kappa, torch.zeros_like(kappa)).view(M, S)
-        total = weight.sum(1)
-        mean = (weight * kappa).sum(1) / total.clamp_min(1e-12)
-    return torch.log(K[:, 0, 0].detach().float()) + mean, total
+        depth = contrast_depth(unit_depth.detach().float(), log_contrast)
+        pairs = _PairFit(flow_out, motion_size, depth, K, translation, quat_wxyz, pool)
+        ratio = torch.log(pairs.X[..., 2].clamp_min(1e-6) / pairs.scale[:, None]) if fit_contrast else None
+        fit, theta, info, residual = refine_pnp_calibrate(pairs.X, pairs.x, pairs.K, pairs.init,
+                                                          pairs.usable.float(), cfg.inlier_px,
+                                                          cfg.iterations, ratio, fit_focal)
+        counts = (pairs.verified(fit, residual, cfg)
+                  & (theta[:, 0].abs() <= math.log(cfg.max_focal_ratio))
+                  & (theta[:, 1].abs() <= math.log(cfg.max_contrast_ratio))
+                  & torch.isfinite(theta).all(1) & torch.isfinite(info).flatten(1).all(1))
+        info = torch.where(counts[:, None, None], info, torch.zeros_like(info))
+        start = torch.stack((torch.log(K[:, 0, 0].detach().float()), log_contrast.float()), -1)
+        absolute = start.repeat_interleave(S, 0) + torch.where(counts[:, None], theta, torch.zeros_like(theta))
+        vector = (info @ absolute[..., None])[..., 0]
+    return info.view(M, S, 2, 2).sum(1), vector.view(M, S, 2).sum(1)
 
 
-def calibrate_focal(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
-                    K: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor, pool: int,
-                    evidence_log: torch.Tensor, evidence_info: torch.Tensor, frame_index: int,
-                    cfg: RefineConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Self-calibrate the focal length over the stream, frame by frame.
+def self_calibrate(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_depth: torch.Tensor,
+                   K: torch.Tensor, translation: torch.Tensor, quat_wxyz: torch.Tensor, pool: int,
+                   information: torch.Tensor, vector: torch.Tensor, frame_index: int, cfg: RefineConfig,
+                   fit_focal: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Self-calibrate the focal length and the depth's contrast over the stream, frame by frame.
 
-    Every ``cfg.focal_every``-th frame n (``n % focal_every == 0``; the focal length of a video
-    changes slowly if at all) measures :func:`focal_evidence` (its fits start at the focal length
-    known before it), which joins
-    an information-weighted mean with forgetting (``I_n = d I_{n-1} + i_n``,
-    ``L_n = (d I_{n-1} L_{n-1} + i_n l_n) / I_n`` over the measured frames,
-    ``d = (1 - 1 / cfg.focal_memory) ^ focal_every``); every frame's
-    focal length is that mean pulled toward its predicted ``fx`` by a prior of information
-    ``cfg.focal_prior``: ``log f_n = (I_n L_n + p log fx_n) / (I_n + p)``. fx and fy are scaled
-    together, the principal point kept; frame n uses frames <= n only, one frame at a time, so the
-    clip path and the streaming step agree.
+    Every ``cfg.focal_every``-th frame n (``n % focal_every == 0``; both change slowly if at all)
+    measures :func:`calibration_evidence` (its fits start at the estimate before frame n), which
+    joins an information filter with forgetting over the measured frames, ``I_n = d I_{n-1} +
+    i_n``, ``h_n = d h_{n-1} + v_n`` (``d = (1 - 1 / cfg.focal_memory) ^ focal_every``); every
+    frame's estimate combines it with a prior: ``(log f_n, c_n) = (I_n + P)^-1 (h_n + P mu_n)``,
+    ``P = diag(cfg.focal_prior, cfg.contrast_prior)``, ``mu_n = (log fx_n predicted, 0)``. fx and
+    fy are scaled together, the principal point kept; frame n uses frames <= n only, one frame at a
+    time, so the clip path and the streaming step agree.
 
     Args:
         flow_out, motion_size, unit_depth, translation, quat_wxyz, pool: as
             :func:`refine_window_poses`, for the T frames of B sequences (M = B * T, frame-major).
-        K: [B, T, 3, 3] the predicted intrinsics.
-        evidence_log, evidence_info: [B] the accumulated ``L`` and ``I`` before the first frame
-            (0 and 0 before frame 0).
+        K: [B, T, 3, 3] the predicted (or given) intrinsics.
+        information, vector: [B, 2, 2] and [B, 2], the filter before the first frame (zeros
+            before frame 0).
         frame_index: absolute index of the first of the T frames.
-        cfg: the settings.
+        cfg: the settings (``cfg.calibrate_contrast``: fit the contrast too).
+        fit_focal: fit the focal length (False: ``K`` is known and returned as given).
 
     Returns:
-        (K [B, T, 3, 3] calibrated, evidence_log [B], evidence_info [B] after the last frame).
+        (K [B, T, 3, 3] calibrated, log_contrast [B, T] for :func:`contrast_depth`, information
+         [B, 2, 2], vector [B, 2] after the last frame).
     """
     B, T = K.shape[:2]
     S = translation.shape[1]
     decay = (1.0 - 1.0 / cfg.focal_memory) ** cfg.focal_every     # per measurement
     flow_out = flow_out.view(B, T, S, *flow_out.shape[1:])
     depth, trans, quat = (x.view(B, T, *x.shape[1:]) for x in (unit_depth, translation, quat_wxyz))
-    L, I = evidence_log.float(), evidence_info.float()
-    calibrated = []
+    I, h = information.float(), vector.float()
+    prior = torch.diag(torch.tensor([cfg.focal_prior, cfg.contrast_prior], device=I.device))
+    calibrated, contrast = [], []
     for t in range(T):
-        predicted = torch.log(K[:, t, 0, 0].float())                               # [B]
+        mu = torch.stack((torch.log(K[:, t, 0, 0].float()), torch.zeros(B, device=I.device)), -1)
         if (frame_index + t) % cfg.focal_every == 0:
-            known = focal_estimate(L, I, predicted, cfg.focal_prior)             # before frame t
-            start = _scale_focal(K[:, t], torch.exp(known - predicted))
-            log_focal, information = focal_evidence(flow_out[:, t].flatten(0, 1), motion_size, depth[:, t],
-                                                    start, trans[:, t], quat[:, t], pool, cfg)
-            L, I = accumulate_focal(L, I, log_focal, information, decay)
-        gain = torch.exp(focal_estimate(L, I, predicted, cfg.focal_prior) - predicted)
-        calibrated.append(_scale_focal(K[:, t], gain))
-    return torch.stack(calibrated, 1), L, I
+            known = calibration_estimate(I, h, mu, prior)                       # before frame t
+            start = _scale_focal(K[:, t], torch.exp(known[:, 0] - mu[:, 0]))
+            i, v = calibration_evidence(flow_out[:, t].flatten(0, 1), motion_size, depth[:, t], start,
+                                        known[:, 1], trans[:, t], quat[:, t], pool, cfg, fit_focal,
+                                        cfg.calibrate_contrast)
+            I, h = decay * I + i, decay * h + v
+        estimate = calibration_estimate(I, h, mu, prior)
+        calibrated.append(_scale_focal(K[:, t], torch.exp(estimate[:, 0] - mu[:, 0])) if fit_focal else K[:, t])
+        contrast.append(estimate[:, 1])
+    return torch.stack(calibrated, 1), torch.stack(contrast, 1), I, h
 
 
-def accumulate_focal(L: torch.Tensor, I: torch.Tensor, log_focal: torch.Tensor, information: torch.Tensor,
-                     decay: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame of the forgetting information-weighted mean: (L, I) [B] and the frame's evidence
-    (log_focal, information) [B] -> the new (L, I); L is kept where no information was ever seen."""
-    carried = decay * I
-    total = carried + information
-    weighted = torch.where(information > 0, information * log_focal, torch.zeros_like(log_focal))
-    return torch.where(total > 0, (carried * L + weighted) / total.clamp_min(1e-12), L), total
-
-
-def focal_estimate(L: torch.Tensor, I: torch.Tensor, predicted: torch.Tensor, prior: float) -> torch.Tensor:
-    """The log focal length [B]: the evidence mean L (information I) and the predicted log fx
-    (information ``prior``) combined."""
-    return (I * L + prior * predicted) / (I + prior)
+def calibration_estimate(information: torch.Tensor, vector: torch.Tensor, mu: torch.Tensor,
+                         prior: torch.Tensor) -> torch.Tensor:
+    """The (log focal length, log contrast) [B, 2] of an information filter ([B, 2, 2], [B, 2])
+    combined with a prior of mean ``mu`` [B, 2] and information ``prior`` [2, 2] (positive
+    definite, so the estimate is defined before any evidence: it is ``mu``)."""
+    rhs = vector + mu @ prior.T
+    return torch.linalg.solve(information + prior, rhs[..., None])[..., 0]
 
 
 def _scale_focal(K: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:

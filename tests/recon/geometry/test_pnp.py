@@ -1,4 +1,4 @@
-"""refine_pnp against OpenCV's solvePnP, refine_pnp_focal against the camera that made the pixels,
+"""refine_pnp against OpenCV's solvePnP, refine_pnp_calibrate against the camera and depth that made the pixels,
 and interpolate_poses against scipy's Slerp."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from recon.geometry import interpolate_poses, rotation_geodesic
-from recon.geometry.pnp import _se3_step, project, refine_pnp, refine_pnp_focal
+from recon.geometry.pnp import _se3_step, project, refine_pnp, refine_pnp_calibrate
 
 
 def _scene(seed: int, n: int = 150):
@@ -84,9 +84,11 @@ def test_refine_pnp_is_batched():
                               atol=1e-6)
 
 
-def _video_pair(seed: int, focal: float, turn: float, n: int = 192):
+def _video_pair(seed: int, focal: float, turn: float, n: int = 192, contrast: float = 1.0,
+                shift: float = 0.05):
     """One camera (focal ``focal``, 128 x 96) before and after a move: the second frame's rays
-    times depth (unprojected with a wrong focal of 95 px), and their pixels in the first."""
+    times depth (unprojected with a wrong focal of 95 px, the depth's log spread around its median
+    divided by ``contrast``), and their pixels in the first."""
     rng = np.random.default_rng(seed)
     u = np.stack([rng.uniform(0, 127, n), rng.uniform(0, 95, n)], -1)
     depth = rng.uniform(1.5, 4.0, n)
@@ -94,38 +96,67 @@ def _video_pair(seed: int, focal: float, turn: float, n: int = 192):
     rays = np.concatenate(((u - K_true[:2, 2]) / focal, np.ones((n, 1))), -1)
     T = np.eye(4)
     T[:3, :3] = Rotation.from_rotvec(np.array([0.3, 1.0, 0.2]) * turn).as_matrix()
-    T[:3, 3] = rng.normal(0, 0.05, 3)
+    T[:3, 3] = rng.normal(0, shift, 3)
     P = rays * depth[:, None] @ T[:3, :3].T + T[:3, 3]
     x = (P[:, :2] / P[:, 2:]) * focal + K_true[:2, 2]
     K_wrong = K_true.copy()
     K_wrong[0, 0] = K_wrong[1, 1] = 95.0
-    X_wrong = np.concatenate(((u - K_wrong[:2, 2]) / 95.0, np.ones((n, 1))), -1) * depth[:, None]
-    return X_wrong, x, K_wrong, T
+    median = np.median(depth)
+    flat = median * (depth / median) ** (1.0 / contrast)
+    X_wrong = np.concatenate(((u - K_wrong[:2, 2]) / 95.0, np.ones((n, 1))), -1) * flat[:, None]
+    return X_wrong, x, K_wrong, T, np.log(flat / median)
+
+
+def _t(a):
+    return torch.from_numpy(a)[None]
 
 
 @pytest.mark.parametrize("seed,focal", [(0, 70.0), (1, 80.0), (2, 120.0)])
-def test_refine_pnp_focal_recovers_the_focal_length_that_made_the_pixels(seed, focal):
-    X, x, K, T = _video_pair(seed, focal, turn=0.08)
-    t = lambda a: torch.from_numpy(a)[None]                               # noqa: E731
+def test_refine_pnp_calibrate_recovers_the_focal_length_that_made_the_pixels(seed, focal):
+    X, x, K, T, _ = _video_pair(seed, focal, turn=0.08)
     w = torch.ones(1, len(X), dtype=torch.float64)
-    est, kappa, info, residual = refine_pnp_focal(t(X), t(x), t(K), torch.eye(4, dtype=torch.float64)[None],
-                                                  w, cauchy_px=1.0)
-    assert abs(95.0 * float(np.exp(kappa[0])) - focal) < 1e-3 * focal
+    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), torch.eye(4, dtype=torch.float64)[None],
+                                                      w, cauchy_px=1.0)
+    assert abs(95.0 * np.exp(float(theta[0, 0])) - focal) < 1e-3 * focal
+    assert float(theta[0, 1]) == 0.0                                     # no depth ratio: eta not fitted
     assert np.abs(est[0].numpy() - T).max() < 1e-5 and float(residual.max()) < 1e-4
-    assert float(info[0]) > 0
+    assert float(info[0, 0, 0]) > 0 and float(info[0, 1].abs().sum()) == 0.0
     # the plain fit with the wrong focal length cannot explain the pixels
-    _, plain = refine_pnp(t(X), t(x), t(K), torch.eye(4, dtype=torch.float64)[None], w, cauchy_px=1.0)
+    _, plain = refine_pnp(_t(X), _t(x), _t(K), torch.eye(4, dtype=torch.float64)[None], w, cauchy_px=1.0)
     assert float(plain.median()) > 0.1
 
 
-def test_refine_pnp_focal_information_grows_with_the_rotation():
+@pytest.mark.parametrize("seed,focal,contrast", [(0, 70.0, 2.0), (1, 110.0, 0.7), (2, 95.0, 1.6)])
+def test_refine_pnp_calibrate_recovers_focal_length_and_depth_contrast_together(seed, focal, contrast):
+    # the points' depth has too little (or too much) contrast: m (d / m)^(1 / contrast); the fit of
+    # both finds focal and log contrast, a fit of the pose alone with the right focal length cannot
+    X, x, K, T, ratio = _video_pair(seed, focal, turn=0.08, contrast=contrast, shift=0.3)
+    w = torch.ones(1, len(X), dtype=torch.float64)
+    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), torch.eye(4, dtype=torch.float64)[None],
+                                                      w, 1.0, 15, _t(ratio))
+    assert abs(95.0 * np.exp(float(theta[0, 0])) - focal) < 1e-3 * focal
+    assert abs(float(theta[0, 1]) - np.log(contrast)) < 1e-3
+    assert np.abs(est[0].numpy() - T).max() < 1e-5 and float(residual.max()) < 1e-4
+    assert bool((torch.linalg.eigvalsh(info[0]) > 0).all())
+    K_true = K.copy()
+    K_true[0, 0] = K_true[1, 1] = focal
+    X_true_focal = X * np.array([95.0 / focal, 95.0 / focal, 1.0])
+    _, theta_k, info_k, plain = refine_pnp_calibrate(_t(X_true_focal), _t(x), _t(K_true),
+                                                     torch.eye(4, dtype=torch.float64)[None], w, 1.0, 15,
+                                                     _t(ratio), fit_focal=False)
+    assert abs(float(theta_k[0, 1]) - np.log(contrast)) < 1e-3 and float(theta_k[0, 0]) == 0.0
+    assert float(info_k[0, 0].abs().sum()) == 0.0 and float(info_k[0, 1, 1]) > 0
+    _, alone = refine_pnp(_t(X_true_focal), _t(x), _t(K_true), torch.eye(4, dtype=torch.float64)[None], w, 1.0)
+    assert float(alone.median()) > 0.05
+
+
+def test_refine_pnp_calibrate_information_grows_with_the_rotation():
     infos = []
     for turn in (0.0, 0.02, 0.08):
-        X, x, K, T = _video_pair(4, 75.0, turn)
-        t = lambda a: torch.from_numpy(a)[None]                           # noqa: E731
-        _, _, info, _ = refine_pnp_focal(t(X), t(x), t(K), torch.from_numpy(T)[None],
-                                         torch.ones(1, len(X), dtype=torch.float64), cauchy_px=1.0)
-        infos.append(float(info[0]))
+        X, x, K, T, _ = _video_pair(4, 75.0, turn)
+        _, _, info, _ = refine_pnp_calibrate(_t(X), _t(x), _t(K), torch.from_numpy(T)[None],
+                                             torch.ones(1, len(X), dtype=torch.float64), cauchy_px=1.0)
+        infos.append(float(info[0, 0, 0]))
     assert infos[0] < infos[1] < infos[2]
 
 

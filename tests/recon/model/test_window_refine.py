@@ -1,6 +1,7 @@
 """Window-pose refinement: a perturbed trunk pose is pulled to the rendered motion, a wild one and
-an untextured pair are left alone; the focal self-calibration finds the rendering focal length and
-streams it in closed form; the settings are checked; clip == step with both on."""
+an untextured pair are left alone; the self-calibration finds the rendering focal length and the
+contrast taken from the depth, and streams them in closed form; the settings are checked; clip ==
+step with both on."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from recon.model.config import RefineConfig
 from recon.model.embed import IMAGENET_MEAN, IMAGENET_STD
 from recon.model.motion_encoder import CELL, lucas_kanade, motion_frames
 from recon.model.window_refine import (
-    accumulate_focal,
-    calibrate_focal,
-    focal_estimate,
-    focal_evidence,
+    calibration_estimate,
+    calibration_evidence,
+    contrast_depth,
     refine_window_poses,
+    self_calibrate,
 )
 
 
@@ -103,37 +104,69 @@ def test_a_wild_trunk_pose_and_an_untextured_pair_keep_the_trunk_pose():
     assert torch.isfinite(out_t).all() and torch.isfinite(out_q).all()
 
 
+def _log_focal(information, vector):
+    """The evidence's own estimate (no prior) of a frame: I^-1 h."""
+    return torch.linalg.solve(information, vector[..., None])[..., 0]
+
+
 @pytest.mark.parametrize("start", [70.0, 95.0, 130.0])
-def test_focal_evidence_finds_the_focal_length_the_frames_were_rendered_with(start):
+def test_calibration_evidence_finds_the_focal_length_the_frames_were_rendered_with(start):
     flow, size, depth, K, truth = _pairs(6, (1, 2, 3, 4, 5, 6))     # rotations of 0.7 .. 4.1 degrees
     trans, quat = _as_trunk(truth)
     wrong = K.clone()
     wrong[:, 0, 0] = wrong[:, 1, 1] = start
-    log_focal, information = focal_evidence(flow, size, depth, wrong, trans, quat, 1, RefineConfig())
-    assert abs(float(log_focal.exp()) / float(K[0, 0, 0]) - 1.0) < 0.04    # 104.5 px rendered
-    assert float(information) > 0
+    info, vector = calibration_evidence(flow, size, depth, wrong, torch.zeros(1), trans, quat, 1,
+                                        RefineConfig(), fit_contrast=False)
+    assert float(info[0, 0, 0]) > 0 and float(info[0, 1].abs().sum()) == 0.0
+    assert abs(math.exp(float(vector[0, 0] / info[0, 0, 0])) / float(K[0, 0, 0]) - 1.0) < 0.04   # 104.5 px
     blank = torch.zeros(1, 1, *size)                                # untextured frames: no evidence
     flat = lucas_kanade(blank, blank, tuple(flow.shape[-2:])).repeat(6, 1, 1, 1)
-    _, information = focal_evidence(flat, size, depth, wrong, trans, quat, 1, RefineConfig())
-    assert float(information) == 0.0
+    info, vector = calibration_evidence(flat, size, depth, wrong, torch.zeros(1), trans, quat, 1, RefineConfig())
+    assert float(info.abs().sum()) == 0.0 and float(vector.abs().sum()) == 0.0
 
 
-def test_the_focal_stream_is_the_forgetting_information_mean_with_the_prior():
-    log_focal = torch.log(torch.tensor([80.0, 80.0, 70.0, 0.0, 75.0]))   # frame 3: log 0 = -inf ...
-    info = torch.tensor([0.0, 3.0, 1.0, 0.0, 6.0])                 # ... frames 0 and 3: no evidence
-    L, I = torch.zeros(1), torch.zeros(1)
-    acc, mean = 0.0, 0.0                                           # by hand, d = 0.75, prior 2
-    for lf, i in zip(log_focal.tolist(), info.tolist(), strict=True):
-        L, I = accumulate_focal(L, I, torch.tensor([lf]), torch.tensor([i]), 0.75)
-        if i > 0 or acc > 0:
-            acc, mean = 0.75 * acc + i, (0.75 * acc * mean + (i * lf if i > 0 else 0.0)) / (0.75 * acc + i)
-        est = focal_estimate(L, I, torch.log(torch.tensor([100.0])), 2.0)
-        assert abs(float(I) - acc) < 1e-5 and abs(float(L) - mean) < 1e-5
-        assert abs(float(est) - (acc * mean + 2.0 * math.log(100.0)) / (acc + 2.0)) < 1e-5
-    assert abs(acc - 7.828125) < 1e-9
+def test_calibration_evidence_finds_the_contrast_taken_from_the_depth():
+    # the rendered depth with its log spread halved (a depth head's near-and-far-too-alike): the
+    # evidence puts the contrast back at ~2 and the focal length at the rendered one
+    flow, size, depth, K, truth = _pairs(6, (1, 2, 3, 4, 5, 6))
+    trans, quat = _as_trunk(truth)
+    flat = contrast_depth(depth, torch.log(torch.tensor([0.5])))
+    median = depth.flatten(1).median(1).values
+    torch.testing.assert_close(flat.flatten(1).median(1).values, median)
+    torch.testing.assert_close(contrast_depth(flat, torch.log(torch.tensor([2.0]))), depth)
+    info, vector = calibration_evidence(flow, size, flat, K, torch.zeros(1), trans, quat, 1,
+                                        dataclasses.replace(RefineConfig(), iterations=10))
+    log_focal, log_contrast = _log_focal(info, vector)[0].tolist()
+    assert abs(log_contrast - math.log(2.0)) < 0.15
+    assert abs(math.exp(log_focal) / float(K[0, 0, 0]) - 1.0) < 0.05
+    # a fit of the focal length alone on that depth lands elsewhere: the contrast is what moves it
+    info_f, vector_f = calibration_evidence(flow, size, flat, K, torch.zeros(1), trans, quat, 1,
+                                            dataclasses.replace(RefineConfig(), iterations=10),
+                                            fit_contrast=False)
+    alone = math.exp(float(vector_f[0, 0] / info_f[0, 0, 0])) / float(K[0, 0, 0])
+    assert abs(alone - 1.0) > 2 * abs(math.exp(log_focal) / float(K[0, 0, 0]) - 1.0)
 
 
-def test_calibrate_focal_streams_to_the_rendered_focal_length_and_two_calls_equal_one():
+def test_the_calibration_stream_is_the_forgetting_information_filter_with_the_prior():
+    rng = torch.Generator().manual_seed(0)
+    prior = torch.diag(torch.tensor([2.0, 5.0]))
+    mu = torch.tensor([[math.log(100.0), 0.0]])
+    I, h = torch.zeros(1, 2, 2), torch.zeros(1, 2)
+    I_hand, h_hand = torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    assert torch.allclose(calibration_estimate(I, h, mu, prior), mu)        # no evidence: the prior
+    for _ in range(5):
+        A = torch.randn(2, 2, generator=rng)
+        info = A @ A.T                                                       # positive semi-definite
+        theta = torch.tensor([math.log(80.0), 0.7]) + 0.1 * torch.randn(2, generator=rng)
+        I, h = 0.75 * I + info, 0.75 * h + info @ theta
+        I_hand = 0.75 * I_hand + info.double()
+        h_hand = 0.75 * h_hand + info.double() @ theta.double()
+        est = calibration_estimate(I, h, mu, prior)[0].double()
+        by_hand = torch.linalg.solve(I_hand + prior.double(), h_hand + prior.double() @ mu[0].double())
+        assert torch.allclose(est, by_hand, atol=1e-5)
+
+
+def test_self_calibrate_streams_to_the_rendered_focal_length_and_two_calls_equal_one():
     m, depth, K, poses = _frames()
     grid = (m.shape[-2] // CELL, m.shape[-1] // CELL)
     slots, frames = (2, 4, 6), range(6, 12)
@@ -144,29 +177,37 @@ def test_calibrate_focal_streams_to_the_rendered_focal_length_and_two_calls_equa
     wrong = K.clone()
     wrong[0, 0], wrong[1, 1] = 150.0, 150.0 * K[1, 1] / K[0, 0]
     Ks = wrong.expand(1, 6, 3, 3)
-    cfg = dataclasses.replace(RefineConfig(), focal_prior=1.0, focal_every=1)
+    cfg = dataclasses.replace(RefineConfig(), focal_prior=1.0, contrast_prior=1.0, focal_every=1)
+    zeros = (torch.zeros(1, 2, 2), torch.zeros(1, 2))
     args = (m.shape[-2:], depth[6:12], Ks, trans, quat, 1)
-    out, L, I = calibrate_focal(flow, *args, torch.zeros(1), torch.zeros(1), 6, cfg)
+    out, contrast, I, h = self_calibrate(flow, *args, *zeros, 6, cfg)
     assert abs(float(out[0, -1, 0, 0]) / float(K[0, 0]) - 1.0) < 0.04       # 150 px -> ~104.5
+    assert abs(float(contrast[0, -1])) < 0.15                              # the rendered depth: ~1
     torch.testing.assert_close(out[0, :, 1, 1] / out[0, :, 0, 0], (K[1, 1] / K[0, 0]).expand(6))
     torch.testing.assert_close(out[..., :2, 2], Ks[..., :2, 2])
-    first, L2, I2 = calibrate_focal(flow[:6], m.shape[-2:], depth[6:8], Ks[:, :2], trans[:2], quat[:2], 1,
-                                    torch.zeros(1), torch.zeros(1), 6, cfg)
-    second, L3, I3 = calibrate_focal(flow[6:], m.shape[-2:], depth[8:12], Ks[:, 2:], trans[2:], quat[2:], 1,
-                                     L2, I2, 8, cfg)
+    first, c2, I2, h2 = self_calibrate(flow[:6], m.shape[-2:], depth[6:8], Ks[:, :2], trans[:2], quat[:2], 1,
+                                       *zeros, 6, cfg)
+    second, c3, I3, h3 = self_calibrate(flow[6:], m.shape[-2:], depth[8:12], Ks[:, 2:], trans[2:], quat[2:], 1,
+                                        I2, h2, 8, cfg)
     torch.testing.assert_close(torch.cat((first, second), 1), out)
-    torch.testing.assert_close((L3, I3), (L, I))
+    torch.testing.assert_close(torch.cat((c2, c3), 1), contrast)
+    torch.testing.assert_close((I3, h3), (I, h))
     # measuring every 2nd frame: frames 7, 9, 11 keep the estimate of the frame before
-    sparse, _, _ = calibrate_focal(flow, *args, torch.zeros(1), torch.zeros(1), 6,
-                                   dataclasses.replace(cfg, focal_every=2))
+    sparse, _, _, _ = self_calibrate(flow, *args, *zeros, 6, dataclasses.replace(cfg, focal_every=2))
     assert torch.equal(sparse[0, 1::2], sparse[0, 0::2]) and not torch.equal(sparse[0, 0], sparse[0, 2])
+    # intrinsics given: K comes back as given, the contrast is still estimated
+    known, contrast_k, I_k, _ = self_calibrate(flow, m.shape[-2:], depth[6:12], K.expand(1, 6, 3, 3), trans,
+                                               quat, 1, *zeros, 6, cfg, fit_focal=False)
+    assert torch.equal(known, K.expand(1, 6, 3, 3)) and float(I_k[0, 0, 0]) == 0.0
+    assert float(I_k[0, 1, 1]) > 0 and abs(float(contrast_k[0, -1])) < 0.15
 
 
 @pytest.mark.parametrize("key,value", [("inlier_px", 0.0), ("iterations", 0), ("min_inliers", 0),
                                        ("min_inlier_fraction", 1.5), ("max_shift", -1.0),
                                        ("max_turn_deg", float("inf")), ("focal_memory", 0),
                                        ("focal_every", 0),
-                                       ("focal_prior", 0.0), ("max_focal_ratio", 1.0)])
+                                       ("focal_prior", 0.0), ("max_focal_ratio", 1.0),
+                                       ("contrast_prior", float("inf")), ("max_contrast_ratio", 0.5)])
 def test_refine_settings_out_of_range_are_refused_by_name(key, value):
     with pytest.raises(ConfigError, match=f"model.head.refine.*{key}"):
         load_model_config("tiny", head={"refine": {key: value}})
