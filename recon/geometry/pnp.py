@@ -132,7 +132,6 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
     fx0, fy0 = K[:, 0, 0, None], K[:, 1, 1, None]                                      # [B, 1]
     theta = torch.zeros(B, 2, dtype=dtype, device=X0.device)                          # kappa, eta
     fitted = [i for i, on in enumerate((fit_focal, ell is not None)) if on]
-    n = 6 + len(fitted)
     info = torch.zeros(B, 2, 2, dtype=dtype, device=X0.device)
     for it in range(iterations + (1 if fitted else 0)):
         kappa, eta = theta[:, :1], theta[:, 1:]
@@ -153,7 +152,8 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
         if fit_focal:   # the focal itself, and dX = (-X_x, -X_y, 0)
             moves.append((a, b, -(Xk * Xk.new_tensor([1.0, 1.0, 0.0])) @ T[:, :3, :3].transpose(1, 2)))
         if ell is not None:   # dX = X e^eta l
-            moves.append((zero, zero, (Xk * (torch.exp(eta) * ell)[..., None]) @ T[:, :3, :3].transpose(1, 2)))
+            dX = Xk * (torch.exp(eta) * ell)[..., None]
+            moves.append((zero, zero, dX @ T[:, :3, :3].transpose(1, 2)))
         for du, dv, dP in moves:
             rows_u.append(du + (dP[..., 0] - a * dP[..., 2]) * inv_z)
             rows_v.append(dv + (dP[..., 1] - b * dP[..., 2]) * inv_z)

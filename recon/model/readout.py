@@ -47,7 +47,8 @@ def empty_pose_history(batch_size: int, slots: int, device: torch.device | str |
                        torch.zeros(batch_size, dtype=torch.int64, device=device),
                        torch.zeros(batch_size, slots, *frame_shape, device=device),
                        empty_keyframe_bank(batch_size, keyframes, frame_shape, device),
-                       torch.zeros(batch_size, 2, 2, device=device), torch.zeros(batch_size, 2, device=device))
+                       torch.zeros(batch_size, 2, 2, device=device),
+                       torch.zeros(batch_size, 2, device=device))
 
 
 def window_poses(translation: torch.Tensor, quat_wxyz: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

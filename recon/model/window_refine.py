@@ -156,7 +156,8 @@ def calibration_evidence(flow_out: torch.Tensor, motion_size: tuple[int, int], u
                   & torch.isfinite(theta).all(1) & torch.isfinite(info).flatten(1).all(1))
         info = torch.where(counts[:, None, None], info, torch.zeros_like(info))
         start = torch.stack((torch.log(K[:, 0, 0].detach().float()), log_contrast.float()), -1)
-        absolute = start.repeat_interleave(S, 0) + torch.where(counts[:, None], theta, torch.zeros_like(theta))
+        theta = torch.where(counts[:, None], theta, torch.zeros_like(theta))
+        absolute = start.repeat_interleave(S, 0) + theta
         vector = (info @ absolute[..., None])[..., 0]
     return info.view(M, S, 2, 2).sum(1), vector.view(M, S, 2).sum(1)
 
@@ -208,7 +209,8 @@ def self_calibrate(flow_out: torch.Tensor, motion_size: tuple[int, int], unit_de
                                         cfg.calibrate_contrast)
             I, h = decay * I + i, decay * h + v
         estimate = calibration_estimate(I, h, mu, prior)
-        calibrated.append(_scale_focal(K[:, t], torch.exp(estimate[:, 0] - mu[:, 0])) if fit_focal else K[:, t])
+        gain = torch.exp(estimate[:, 0] - mu[:, 0])
+        calibrated.append(_scale_focal(K[:, t], gain) if fit_focal else K[:, t])
         contrast.append(estimate[:, 1])
     return torch.stack(calibrated, 1), torch.stack(contrast, 1), I, h
 

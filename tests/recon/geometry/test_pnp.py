@@ -1,5 +1,5 @@
-"""refine_pnp against OpenCV's solvePnP, refine_pnp_calibrate against the camera and depth that made the pixels,
-and interpolate_poses against scipy's Slerp."""
+"""refine_pnp against OpenCV's solvePnP, refine_pnp_calibrate against the camera and depth that made
+the pixels, and interpolate_poses against scipy's Slerp."""
 
 from __future__ import annotations
 
@@ -115,7 +115,8 @@ def _t(a):
 def test_refine_pnp_calibrate_recovers_the_focal_length_that_made_the_pixels(seed, focal):
     X, x, K, T, _ = _video_pair(seed, focal, turn=0.08)
     w = torch.ones(1, len(X), dtype=torch.float64)
-    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), torch.eye(4, dtype=torch.float64)[None],
+    eye = torch.eye(4, dtype=torch.float64)[None]
+    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), eye,
                                                       w, cauchy_px=1.0)
     assert abs(95.0 * np.exp(float(theta[0, 0])) - focal) < 1e-3 * focal
     assert float(theta[0, 1]) == 0.0                                     # no depth ratio: eta not fitted
@@ -132,7 +133,8 @@ def test_refine_pnp_calibrate_recovers_focal_length_and_depth_contrast_together(
     # both finds focal and log contrast, a fit of the pose alone with the right focal length cannot
     X, x, K, T, ratio = _video_pair(seed, focal, turn=0.08, contrast=contrast, shift=0.3)
     w = torch.ones(1, len(X), dtype=torch.float64)
-    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), torch.eye(4, dtype=torch.float64)[None],
+    eye = torch.eye(4, dtype=torch.float64)[None]
+    est, theta, info, residual = refine_pnp_calibrate(_t(X), _t(x), _t(K), eye,
                                                       w, 1.0, 15, _t(ratio))
     assert abs(95.0 * np.exp(float(theta[0, 0])) - focal) < 1e-3 * focal
     assert abs(float(theta[0, 1]) - np.log(contrast)) < 1e-3
@@ -146,7 +148,7 @@ def test_refine_pnp_calibrate_recovers_focal_length_and_depth_contrast_together(
                                                      _t(ratio), fit_focal=False)
     assert abs(float(theta_k[0, 1]) - np.log(contrast)) < 1e-3 and float(theta_k[0, 0]) == 0.0
     assert float(info_k[0, 0].abs().sum()) == 0.0 and float(info_k[0, 1, 1]) > 0
-    _, alone = refine_pnp(_t(X_true_focal), _t(x), _t(K_true), torch.eye(4, dtype=torch.float64)[None], w, 1.0)
+    _, alone = refine_pnp(_t(X_true_focal), _t(x), _t(K_true), eye, w, 1.0)
     assert float(alone.median()) > 0.05
 
 

@@ -121,7 +121,8 @@ def test_calibration_evidence_finds_the_focal_length_the_frames_were_rendered_wi
     assert abs(math.exp(float(vector[0, 0] / info[0, 0, 0])) / float(K[0, 0, 0]) - 1.0) < 0.04   # 104.5 px
     blank = torch.zeros(1, 1, *size)                                # untextured frames: no evidence
     flat = lucas_kanade(blank, blank, tuple(flow.shape[-2:])).repeat(6, 1, 1, 1)
-    info, vector = calibration_evidence(flat, size, depth, wrong, torch.zeros(1), trans, quat, 1, RefineConfig())
+    info, vector = calibration_evidence(flat, size, depth, wrong, torch.zeros(1), trans, quat, 1,
+                                        RefineConfig())
     assert float(info.abs().sum()) == 0.0 and float(vector.abs().sum()) == 0.0
 
 
@@ -187,8 +188,8 @@ def test_self_calibrate_streams_to_the_rendered_focal_length_and_two_calls_equal
     torch.testing.assert_close(out[..., :2, 2], Ks[..., :2, 2])
     first, c2, I2, h2 = self_calibrate(flow[:6], m.shape[-2:], depth[6:8], Ks[:, :2], trans[:2], quat[:2], 1,
                                        *zeros, 6, cfg)
-    second, c3, I3, h3 = self_calibrate(flow[6:], m.shape[-2:], depth[8:12], Ks[:, 2:], trans[2:], quat[2:], 1,
-                                        I2, h2, 8, cfg)
+    second, c3, I3, h3 = self_calibrate(flow[6:], m.shape[-2:], depth[8:12], Ks[:, 2:], trans[2:], quat[2:],
+                                        1, I2, h2, 8, cfg)
     torch.testing.assert_close(torch.cat((first, second), 1), out)
     torch.testing.assert_close(torch.cat((c2, c3), 1), contrast)
     torch.testing.assert_close((I3, h3), (I, h))
