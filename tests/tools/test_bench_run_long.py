@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.bench.bench_run_long import same_phase, summarise
+from tools.bench.bench_run_long import same_phase, schedule_classes, summarise
 
 
 def test_summarise_by_hand():
@@ -51,3 +51,26 @@ def test_same_phase_windows_by_hand():
     assert out["same_phase_flatness"] == pytest.approx(44.0 / 40.0)   # against 550-600 (second pass)
     row = summarise(timing, (100, 200), (1150, 1200), 200)
     assert row["median_per_500_ms"] == [20.0, 20.0]
+
+
+def test_schedule_classes_by_hand():
+    """Every 4th frame calibrates (+5 ms), every 3rd late frame measures a revisit (+6 ms): no frame
+    gets dearer, yet the late median moves (75% of the early frames do neither, 50% of the late
+    ones); the class medians are flat, and a 10% dearer per-frame step shows in base_flatness."""
+    n = 400
+    f = np.arange(n)
+    lat = 40.0 + 5.0 * (f % 4 == 0) + 6.0 * ((f % 3 == 0) & (f >= 300))
+    timing = np.stack((f, lat, np.full(n, 100.0)), 1)
+    out = schedule_classes(timing, (100, 200), (300, 400), {"calibration": 4, "revisit": 3})
+    classes = out["schedule_classes"]
+    assert classes["none"]["median_ms_low"] == 40.0 and classes["none"]["median_ms_high"] == 40.0
+    assert classes["calibration"]["median_ms_low"] == 45.0
+    assert classes["calibration+revisit"]["median_ms_high"] == 51.0
+    assert classes["revisit"]["median_ms_low"] == 40.0 and classes["revisit"]["median_ms_high"] == 46.0
+    assert out["base_flatness"] == 1.0
+    assert classes["none"]["frames_low"] == sum(1 for k in range(100, 200) if k % 4 and k % 3)
+    assert summarise(timing, (100, 200), (300, 400), 200)["flatness"] > 1.0   # the bar's median moved
+    lat[300:] += 4.0
+    timing = np.stack((f, lat, np.full(n, 100.0)), 1)
+    assert schedule_classes(timing, (100, 200), (300, 400), {"calibration": 4, "revisit": 3})[
+        "base_flatness"] == pytest.approx(1.1)

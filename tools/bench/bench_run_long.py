@@ -18,7 +18,14 @@ Rerun) and reads back its per-frame ``timing.txt`` (model-step latency, process 
   over the earliest same-phase window of the second pass or later. The window 100-200 sees no
   revisit (no keyframe is old enough), while a late window on a loop measures revisits at a cost
   that depends on where on the loop it is; the same-phase ratio compares like with like, so it
-  isolates growth with the length of the stream. The bar stays the 100-200 one.
+  isolates growth with the length of the stream. The bar stays the 100-200 one;
+- ``schedule_classes``: the same two windows split by the work a frame is scheduled to do (the
+  self-calibration fits every ``head.refine.focal_every``-th frame, the revisit measurement every
+  ``head.revisit.measure_every``-th frame): each class's median early and late and their ratio.
+  Frames 100-200 measure no revisit (no keyframe is old enough), so a late window has fewer
+  frames doing only the per-frame work, and its median moves toward the scheduled frames' cost
+  without any frame getting dearer; ``base_flatness`` (the frames scheduled for neither) is the
+  ratio that says whether the per-frame work grew.
 
     recon synth /tmp/long --frames 10000 --trajectory loop --no-shadows
     python -m tools.bench.bench_run_long /tmp/long/seq_000/video.mp4 --out bench_run_long.json
@@ -87,6 +94,43 @@ def same_phase(timing: np.ndarray, high: tuple[int, int], period: int) -> dict:
     return {"period": period, "same_phase_medians_ms": windows, "same_phase_flatness": ratio}
 
 
+def schedule_classes(timing: np.ndarray, low: tuple[int, int], high: tuple[int, int],
+                     schedules: dict[str, int]) -> dict:
+    """Medians of the windows ``low`` and ``high`` per schedule class: a frame n belongs to the
+    class named by the schedules ``{name: every}`` with ``n % every == 0`` ("none" for neither,
+    names joined by "+" for several); ``base_flatness`` is the "none" class's ratio (None when a
+    window has no such frame)."""
+    frames, lat = timing[:, 0].astype(int), timing[:, 1]
+
+    def label(n: int) -> str:
+        return "+".join(name for name, every in schedules.items() if n % every == 0) or "none"
+
+    labels = np.array([label(int(n)) for n in frames])
+    classes = {}
+    for name in dict.fromkeys(labels[low[0] : high[1]]):
+        lo = lat[low[0] : low[1]][labels[low[0] : low[1]] == name]
+        hi = lat[high[0] : high[1]][labels[high[0] : high[1]] == name]
+        if len(lo) and len(hi):
+            classes[name] = {"frames_low": int(len(lo)), "frames_high": int(len(hi)),
+                             "median_ms_low": float(np.median(lo)), "median_ms_high": float(np.median(hi)),
+                             "flatness": float(np.median(hi) / np.median(lo))}
+    base = classes.get("none", {}).get("flatness")
+    return {"schedules": schedules, "schedule_classes": classes, "base_flatness": base}
+
+
+def _schedules(checkpoint: str | None, revisit: bool, refine: bool) -> dict[str, int]:
+    """The measuring schedules of the checkpoint's readout settings as run."""
+    from recon.checkpoint import DEFAULT_CHECKPOINT, read_config
+
+    head = read_config(Path(checkpoint or DEFAULT_CHECKPOINT) / "config.yaml")["model"]["head"]
+    out = {}
+    if refine and head.get("refine", {}).get("enabled") and head["refine"].get("calibrate"):
+        out["calibration"] = int(head["refine"]["focal_every"])
+    if revisit and head.get("revisit", {}).get("enabled"):
+        out["revisit"] = int(head["revisit"]["measure_every"])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="a long video / image folder / dataset sequence")
@@ -116,7 +160,10 @@ def main() -> int:
     row = {"source": args.source, **summarise(timing, (100, 200), (9900, 10000), 1000)}
     if args.period:
         row.update(same_phase(timing, late_window((9900, 10000), len(timing)), args.period))
-    print(markdown_table([{k: v for k, v in row.items() if not isinstance(v, list)}]))
+    schedules = _schedules(args.checkpoint, not args.no_revisit, not args.no_refine)
+    if schedules:
+        row.update(schedule_classes(timing, (100, 200), late_window((9900, 10000), len(timing)), schedules))
+    print(markdown_table([{k: v for k, v in row.items() if not isinstance(v, (list, dict))}]))
     write_json(args.out, "bench_run_long", [row], command=" ".join(cmd))
     return 0
 
