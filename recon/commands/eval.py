@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-revisit", dest="revisit", action="store_false",
                         help="no pose corrections at revisited places: evaluate the window odometry alone")
     parser.add_argument("--no-refine", dest="refine", action="store_false",
-                        help="no geometric refinement of the window poses and no focal "
-                             "self-calibration: evaluate the camera trunk's poses")
+                        help="no geometric refinement of the window poses and no self-calibration "
+                             "(focal length, depth contrast): evaluate the camera trunk's poses")
 
 
 def _list_protocols() -> int:

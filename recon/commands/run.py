@@ -96,8 +96,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-revisit", dest="revisit", action="store_false",
                         help="no pose corrections at revisited places: the window odometry alone")
     parser.add_argument("--no-refine", dest="refine", action="store_false",
-                        help="no geometric refinement of the window poses and no focal "
-                             "self-calibration: the camera trunk's poses and fov as predicted")
+                        help="no geometric refinement of the window poses and no self-calibration "
+                             "(focal length, depth contrast): the camera trunk's poses and fov as "
+                             "predicted")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

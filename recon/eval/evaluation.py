@@ -32,7 +32,7 @@ class EvalOptions:
         quiet: no progress bars.
         revisit: correct poses at revisited places; False = the window odometry alone
             (``--no-revisit``, e.g. to measure what the memory layers do on their own).
-        refine: refine the window poses and self-calibrate the focal length; False = the camera
+        refine: refine the window poses, self-calibrate focal length and depth contrast; False = the camera
             trunk's poses (``--no-refine``).
     """
 
