@@ -110,6 +110,13 @@ def refine_pnp_calibrate(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init
     return _gauss_newton(X, x, K, init, weights, cauchy_px, iterations, depth_log_ratio, fit_focal)
 
 
+def _solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``A^-1 b`` for batched square ``A`` without the error check of ``torch.linalg.solve`` (its
+    host-side test of every pivot costs more than the 6 x 6 solve itself; a singular ``A`` gives
+    non-finite entries, which the callers' checks reject)."""
+    return torch.linalg.solve_ex(A, b)[0]
+
+
 def _calibrated_points(X: torch.Tensor, kappa: torch.Tensor, contrast: torch.Tensor,
                        log_ratio: torch.Tensor | None) -> torch.Tensor:
     """Points [B, N, 3] unprojected with the focal scale ``e^kappa`` [B, 1] instead, their depth
@@ -164,7 +171,7 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
         H = Jw.transpose(1, 2) @ J                                                      # [B, n, n]
         if it == iterations:  # the extra pass of a calibration fit: its information at the solution
             Hpp, Hpc = H[:, :6, :6], H[:, :6, 6:]
-            schur = H[:, 6:, 6:] - Hpc.transpose(1, 2) @ torch.linalg.solve(
+            schur = H[:, 6:, 6:] - Hpc.transpose(1, 2) @ _solve(
                 Hpp + 1e-9 * torch.eye(6, dtype=dtype, device=X0.device), Hpc)
             index = torch.tensor(fitted, device=X0.device)
             info[:, index[:, None], index[None, :]] = 0.5 * (schur + schur.transpose(1, 2))
@@ -173,7 +180,7 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
         # Marquardt's damping, per parameter: a weakly seen one (the depth contrast) is not
         # damped by the scale of the well-seen ones
         damp = torch.diag_embed(DAMPING * H.diagonal(dim1=1, dim2=2) + 1e-12)
-        xi = -torch.linalg.solve(H + damp, g)[..., 0]                                   # [B, n]
+        xi = -_solve(H + damp, g)[..., 0]                                               # [B, n]
         T = _se3_step(xi[:, :6]) @ T
         if fitted:
             theta = theta.clone()

@@ -221,7 +221,7 @@ def calibration_estimate(information: torch.Tensor, vector: torch.Tensor, mu: to
     combined with a prior of mean ``mu`` [B, 2] and information ``prior`` [2, 2] (positive
     definite, so the estimate is defined before any evidence: it is ``mu``)."""
     rhs = vector + mu @ prior.T
-    return torch.linalg.solve(information + prior, rhs[..., None])[..., 0]
+    return torch.linalg.solve_ex(information + prior, rhs[..., None])[0][..., 0]
 
 
 def _scale_focal(K: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
