@@ -1,4 +1,4 @@
-"""Cost of the window refinement and focal self-calibration in the model step, side by side.
+"""Cost of the window refinement and self-calibration in the model step, side by side.
 
 Streams the same frames through the shipped model in several ``head.refine`` settings, the
 settings interleaved frame by frame in one process (each with its own stream state), so a load
@@ -27,6 +27,7 @@ from tools.bench.common import markdown_table, write_json
 SETTINGS = {
     "off": {"enabled": False},
     "shipped": {},
+    "focal_calibration_only": {"calibrate_contrast": False},
     "no_calibration": {"calibrate": False},
     "4_iterations_focal_every_8": {"iterations": 4, "focal_every": 8},
 }
