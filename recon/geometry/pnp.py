@@ -142,7 +142,7 @@ def _gauss_newton(X: torch.Tensor, x: torch.Tensor, K: torch.Tensor, init: torch
     info = torch.zeros(B, 2, 2, dtype=dtype, device=X0.device)
     for it in range(iterations + (1 if fitted else 0)):
         kappa, eta = theta[:, :1], theta[:, 1:]
-        Xk = _calibrated_points(X0, kappa, torch.expm1(eta), ell)
+        Xk = _calibrated_points(X0, kappa, torch.expm1(eta), ell) if fitted else X0
         fx, fy = fx0 * torch.exp(kappa), fy0 * torch.exp(kappa)
         P = Xk @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]                     # [B, N, 3]
         z = P[..., 2].clamp_min(1e-3)
