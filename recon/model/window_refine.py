@@ -30,7 +30,7 @@ output depth stays the predicted one).
 
 Cost per frame: one S-pair batched Gauss-Newton fit of ``iterations`` 6 x 6 steps over the
 grid's cells (192 for ``tiny``), plus an 8 x 8 one on every ``focal_every``-th frame; the flow is
-the encoder's (1.16x the model step without it, ``tools/bench/bench_refine.py``).
+the encoder's (1.14x the model step without it, ``tools/bench/bench_refine.py``, session 10).
 """
 
 from __future__ import annotations
