@@ -38,7 +38,8 @@ class RunOptions:
         revisit: correct poses at revisited places (``recon.model.revisit``); False = the window
             odometry alone (``--no-revisit``).
         refine: refine the window poses against the pair flow and self-calibrate the focal length
-            (``recon.model.window_refine``); False = the camera trunk's poses (``--no-refine``).
+            and the depth's contrast (``recon.model.window_refine``); False = the camera trunk's
+            poses (``--no-refine``).
     """
 
     checkpoint: str | None = None

@@ -26,8 +26,8 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class StreamReconModel(nn.Module):
     """Aggregator (frame / local spatiotemporal / memory blocks) + dense head + camera trunk +
-    metric readout, the window refinement (flow fit, focal self-calibration) and the stateful pose
-    readout (scale smoothing, online motion averaging, revisit corrections).
+    metric readout, the window refinement (flow fit, focal and depth-contrast self-calibration) and
+    the stateful pose readout (scale smoothing, online motion averaging, revisit corrections).
 
     Outputs (``forward``; ``step`` returns the same keys without the T axis), float32; S is
     ``cfg.head.pose_slots``:
@@ -170,7 +170,8 @@ class StreamReconModel(nn.Module):
                         settings, fit_focal=K_in is None)
                     if K_in is None:
                         fov = torch.stack(intrinsics_to_fov(K_out, H, W), -1)
-                    fit_depth = contrast_depth(unit_depth.detach(), log_contrast.flatten())
+                    if settings.calibrate_contrast:
+                        fit_depth = contrast_depth(unit_depth.detach(), log_contrast.flatten())
                 trans, quat, _ = refine_window_poses(flow, size, fit_depth, K_out.flatten(0, 1), trans, quat,
                                                      pool, settings)
             revisit_inputs = None
