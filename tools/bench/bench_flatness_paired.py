@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.bench_run_long import _schedules, schedule_classes
+from tools.bench.bench_run_long import checkpoint_schedules, schedule_classes
 from tools.bench.common import markdown_table, write_json
 
 
@@ -56,13 +56,13 @@ def paired_timing(source: str, checkpoint: str | None, early: tuple[int, int], l
     from recon.infer.sources import FrameStream, open_source
     from recon.infer.stream import StreamSession
 
+    size = late[1] - late[0]
+    if early[1] - early[0] != size:
+        raise ValueError(f"--early {early} and --late {late}: the windows must have the same length")
     torch.set_num_threads(1)
     model = load_model(checkpoint or DEFAULT_CHECKPOINT)
     model.set_revisit(revisit)
     model.set_refine(refine)
-    size = late[1] - late[0]
-    if early[1] - early[0] != size:
-        raise ValueError(f"--early {early} and --late {late}: the windows must have the same length")
 
     def frames(stop: int):
         stream = FrameStream(open_source(source), tuple(model.cfg.image_size), max_frames=stop)
@@ -128,7 +128,7 @@ def main() -> int:
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    schedules = _schedules(args.checkpoint, not args.no_revisit, not args.no_refine)
+    schedules = checkpoint_schedules(args.checkpoint, not args.no_revisit, not args.no_refine)
     row = {"source": args.source, **summarise_paired(timing, schedules)}
     row["per_frame"] = {name: t[:, :3].round(3).tolist() for name, t in timing.items()}
     print(markdown_table([{k: v for k, v in row.items() if not isinstance(v, (list, dict))}]))

@@ -118,7 +118,7 @@ def schedule_classes(timing: np.ndarray, low: tuple[int, int], high: tuple[int, 
     return {"schedules": schedules, "schedule_classes": classes, "base_flatness": base}
 
 
-def _schedules(checkpoint: str | None, revisit: bool, refine: bool) -> dict[str, int]:
+def checkpoint_schedules(checkpoint: str | None, revisit: bool, refine: bool) -> dict[str, int]:
     """The measuring schedules of the checkpoint's readout settings as run."""
     from recon.checkpoint import DEFAULT_CHECKPOINT, read_config
 
@@ -160,7 +160,7 @@ def main() -> int:
     row = {"source": args.source, **summarise(timing, (100, 200), (9900, 10000), 1000)}
     if args.period:
         row.update(same_phase(timing, late_window((9900, 10000), len(timing)), args.period))
-    schedules = _schedules(args.checkpoint, not args.no_revisit, not args.no_refine)
+    schedules = checkpoint_schedules(args.checkpoint, not args.no_revisit, not args.no_refine)
     if schedules:
         row.update(schedule_classes(timing, (100, 200), late_window((9900, 10000), len(timing)), schedules))
     print(markdown_table([{k: v for k, v in row.items() if not isinstance(v, (list, dict))}]))
