@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-refine", dest="refine", action="store_false",
                         help="no geometric refinement of the window poses and no self-calibration "
                              "(focal length, depth contrast): evaluate the camera trunk's poses")
+    parser.add_argument("--memory-horizon", type=bounded_int(1), default=None, metavar="N",
+                        help="diagnostic: empty the memory layers every N frames (1 = no earlier frame "
+                             "reaches them), to measure how far back a model uses its memory")
 
 
 def _list_protocols() -> int:
@@ -81,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     options = EvalOptions(protocol=args.protocol, checkpoints=list(args.checkpoint), names=list(args.name),
                           out=args.out, data_root=args.data_root, max_frames=args.max_frames,
                           device=args.device, quiet=args.quiet, revisit=args.revisit,
-                          refine=args.refine)
+                          refine=args.refine, memory_horizon=args.memory_horizon)
     return _print_report(evaluate_checkpoints(options), Path(args.out))
 
 

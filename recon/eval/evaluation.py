@@ -34,6 +34,8 @@ class EvalOptions:
             (``--no-revisit``, e.g. to measure what the memory layers do on their own).
         refine: refine the window poses, self-calibrate focal length and depth contrast; False = the camera
             trunk's poses (``--no-refine``).
+        memory_horizon: empty the memory layers every this many frames (``--memory-horizon``,
+            :class:`recon.eval.memory_horizon.MemoryHorizon`, a diagnostic); None = never.
     """
 
     protocol: str | None
@@ -46,6 +48,7 @@ class EvalOptions:
     quiet: bool = False
     revisit: bool = True
     refine: bool = True
+    memory_horizon: int | None = None
 
     def check(self) -> None:
         """Raise InputError for options that can be refused before anything is loaded."""
@@ -56,6 +59,8 @@ class EvalOptions:
             raise InputError("--checkpoint: expected at least one checkpoint to evaluate")
         if self.max_frames is not None and self.max_frames < 3:
             raise InputError(f"--max-frames: expected >= 3, got {self.max_frames}")
+        if self.memory_horizon is not None and self.memory_horizon < 1:
+            raise InputError(f"--memory-horizon: expected a frame count >= 1, got {self.memory_horizon}")
 
     def labels(self) -> list[str]:
         """The report label of each checkpoint (distinct)."""
@@ -75,7 +80,8 @@ class EvalOptions:
         for i, ckpt in enumerate(self.checkpoints):
             parts += ["--checkpoint", ckpt] + (["--name", self.names[i]] if self.names else [])
         parts += ["--out", self.out]
-        for flag, value in (("--data-root", self.data_root), ("--max-frames", self.max_frames)):
+        for flag, value in (("--data-root", self.data_root), ("--max-frames", self.max_frames),
+                            ("--memory-horizon", self.memory_horizon)):
             if value is not None:
                 parts += [flag, str(value)]
         if self.device != "auto":
@@ -113,6 +119,7 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
 
     from recon.checkpoint import load_model
     from recon.eval.drift import evaluate_records, stream_records
+    from recon.eval.memory_horizon import MemoryHorizon
     from recon.eval.protocols import load_protocol, open_sequences
     from recon.eval.report import ModelRun, write_report
     from recon.infer.session import resolve_device
@@ -137,6 +144,7 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
         run = ModelRun(name=name, checkpoint=str(ckpt), model=model_facts(model, str(ckpt)))
         hw = tuple(model.cfg.image_size)
         sequences = open_sequences(protocol, options.data_root, hw, options.max_frames, str(device))
+        streamed = model if options.memory_horizon is None else MemoryHorizon(model, options.memory_horizon)
         for seq_name, seq in sequences:
             traj_dir = out / "trajectories"
             (traj_dir / safe_name(name)).mkdir(parents=True, exist_ok=True)
@@ -144,7 +152,7 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
             bar = tqdm(total=len(seq), unit="frame", desc=desc, disable=options.quiet, dynamic_ncols=True)
             with bar:
                 traj = traj_dir / safe_name(name) / f"{safe_name(seq_name)}.txt"
-                records, timing, health = stream_records(model, seq, protocol, device, traj, bar.update)
+                records, timing, health = stream_records(streamed, seq, protocol, device, traj, bar.update)
             result = evaluate_records(records, protocol, seq_name)
             result.timing, result.health = timing, health
             run.sequences.append(result)
@@ -162,5 +170,6 @@ def evaluate_checkpoints(options: EvalOptions) -> dict:
         "device": str(device),
         "revisit": options.revisit,
         "refine": options.refine,
+        "memory_horizon": options.memory_horizon,
     }
     return write_report(out, protocol, runs, settings)
