@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recon.model.bounded import clamp_keep_grad
+
 
 class _ResidualConv(nn.Module):
     """x + conv(gelu(conv(gelu(x)))) at constant resolution."""
@@ -92,8 +94,8 @@ class DenseHead(nn.Module):
         feat = feat + self.image_conv(images.to(feat.dtype))
         raw = self.out(feat).float()                                            # [M, 2, H, W]
         z = raw[:, 0]
-        depth = torch.exp(z.clamp(-12.0, 12.0)) if self.depth_activation == "exp" else F.softplus(z) + 1e-6
-        conf = 1.0 + torch.exp(raw[:, 1].clamp(max=20.0))
+        depth = torch.exp(clamp_keep_grad(z, -12.0, 12.0)) if self.depth_activation == "exp" else F.softplus(z) + 1e-6
+        conf = 1.0 + torch.exp(clamp_keep_grad(raw[:, 1], hi=20.0))
         return depth, conf
 
 
