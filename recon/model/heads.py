@@ -94,7 +94,10 @@ class DenseHead(nn.Module):
         feat = feat + self.image_conv(images.to(feat.dtype))
         raw = self.out(feat).float()                                            # [M, 2, H, W]
         z = raw[:, 0]
-        depth = torch.exp(clamp_keep_grad(z, -12.0, 12.0)) if self.depth_activation == "exp" else F.softplus(z) + 1e-6
+        if self.depth_activation == "exp":
+            depth = torch.exp(clamp_keep_grad(z, -12.0, 12.0))   # bounded value, gradient kept
+        else:
+            depth = F.softplus(z) + 1e-6
         conf = 1.0 + torch.exp(clamp_keep_grad(raw[:, 1], hi=20.0))
         return depth, conf
 
