@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon.model.bounded import clamp_keep_grad
+from recon.model.bounded import log_tail_clamp
 
 
 class _ResidualConv(nn.Module):
@@ -95,10 +95,10 @@ class DenseHead(nn.Module):
         raw = self.out(feat).float()                                            # [M, 2, H, W]
         z = raw[:, 0]
         if self.depth_activation == "exp":
-            depth = torch.exp(clamp_keep_grad(z, -12.0, 12.0))   # bounded value, gradient kept
+            depth = torch.exp(log_tail_clamp(z, -12.0, 12.0))   # bounded, never flat
         else:
             depth = F.softplus(z) + 1e-6
-        conf = 1.0 + torch.exp(clamp_keep_grad(raw[:, 1], hi=20.0))
+        conf = 1.0 + torch.exp(log_tail_clamp(raw[:, 1], hi=20.0))
         return depth, conf
 
 

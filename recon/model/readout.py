@@ -25,7 +25,7 @@ import torch
 from kornia.geometry.conversions import quaternion_to_rotation_matrix
 
 from recon.geometry import pose_from_Rt
-from recon.model.bounded import clamp_keep_grad
+from recon.model.bounded import log_tail_clamp
 from recon.model.motion_averaging import fuse_pose_candidates
 from recon.model.revisit import (
     RevisitInputs,
@@ -103,7 +103,7 @@ def stream_pose_readout(raw_log_scale: torch.Tensor, translation: torch.Tensor, 
         n = frame_index + t
         a = max(1.0 / (n + 1), scale_ema)
         log_s = raw_log_scale[:, t] if n == 0 else log_s + a * (raw_log_scale[:, t] - log_s)
-        scale = torch.exp(clamp_keep_grad(log_s, -12.0, 12.0))
+        scale = torch.exp(log_tail_clamp(log_s, -12.0, 12.0))
         rel = window_poses(translation[:, t], quat_wxyz[:, t], scale)          # [B, S, 4, 4]
         if n == 0:
             pose = torch.eye(4, dtype=rel.dtype, device=rel.device).expand(B, 4, 4)
