@@ -8,7 +8,7 @@ of session 13 ended with a constant depth map (its log-depth at 1e3-1e5 everywhe
 
 :func:`log_tail_clamp` is the identity on ``[lo, hi]`` and continues it beyond with log tails,
 ``hi + log1p(x - hi)`` above and ``lo - log1p(lo - x)`` below: continuous with a continuous slope
-(1 at the bounds, ``1 / (1 + excess)`` beyond), strictly increasing, so the output keeps an order
+(1 at the bounds, ``1 / (1 + excess)`` beyond), strictly increasing up to the guard, so the output keeps an order
 and a gradient a loss can act on, while ``exp`` of it stays finite (``exp(hi) * (1 + excess)``;
 a last hard clamp at ``|y| <= 80`` guards float32 against an excess over about 1e29). Inside the
 range value and gradient equal the plain clamp's, so a run that never leaves it is bit-identical.
@@ -32,7 +32,8 @@ def log_tail_clamp(x: torch.Tensor, lo: float | None = None, hi: float | None = 
         lo, hi: the bounds; ``None`` leaves that side open (up to the float32 guard).
 
     Returns:
-        Tensor like ``x``, strictly increasing in ``x``, within ``[-80, 80]``.
+        Tensor like ``x``, within ``[-80, 80]``; strictly increasing in ``x`` short of that guard
+        (which binds only for an excess over about 1e29).
     """
     y = x
     if hi is not None:

@@ -44,7 +44,7 @@ def test_strictly_increasing_and_finite_after_exp():
     assert bool(torch.isfinite(y.exp()).all())
 
 
-def test_saturated_dense_head_keeps_an_ordered_map_and_a_gradient():
+def test_saturated_dense_head_keeps_a_map_and_a_gradient():
     """The ttt_lact failure: log-depth far beyond the bound; the plain clamp gave a flat map."""
     torch.manual_seed(0)
     head = DenseHead(dim=16, features=16, num_levels=1, patch_size=4, num_special=0, grid=(2, 3))
