@@ -7,10 +7,11 @@ of session 13 ended with a constant depth map (its log-depth at 1e3-1e5 everywhe
 ``exp(clamp(z, -12, 12))`` was the same number at every pixel; ``docs/memory_ablation.md``).
 
 :func:`log_tail_clamp` is the identity on ``[lo, hi]`` and continues it beyond with log tails,
-``hi + log1p(x - hi)`` above and ``lo - log1p(lo - x)`` below: continuous with a continuous slope
-(1 at the bounds, ``1 / (1 + excess)`` beyond), strictly increasing up to the guard, so the output keeps an order
-and a gradient a loss can act on, while ``exp`` of it stays finite (``exp(hi) * (1 + excess)``;
-a last hard clamp at ``|y| <= 80`` guards float32 against an excess over about 1e29). Inside the
+``hi + log1p(x - hi)`` above and ``lo - log1p(lo - x)`` below: continuous with a continuous
+slope (1 at the bounds, ``1 / (1 + excess)`` beyond), strictly increasing up to the guard, so the
+output keeps an order and a gradient a loss can act on, while ``exp`` of it stays finite
+(``exp(hi) * (1 + excess)``; a last hard clamp at ``|y| <= 80`` guards float32 against an excess
+over about 1e29). Inside the
 range value and gradient equal the plain clamp's, so a run that never leaves it is bit-identical.
 (A straight-through clamp, the plain clamp's value with the identity's gradient, was tried and
 does not revive a dead head: the value does not move, so the loss keeps pushing the same way and
