@@ -62,6 +62,22 @@ def _median_scale(pred: torch.Tensor, gt: torch.Tensor) -> float:
     return float(np.median(gt.numpy()) / max(float(np.median(pred.numpy())), np.finfo(np.float64).tiny))
 
 
+def _scale_shift_fit(pred: torch.Tensor, gt: torch.Tensor) -> tuple[float, float]:
+    """Least-squares (s, b) minimising sum (s * pred + b - gt)^2, for pred, gt [N] float64.
+
+    The closed form of the straight-line fit on centred values, s = cov(pred, gt) / var(pred),
+    b = mean(gt) - s * mean(pred). Plain reductions rather than a LAPACK solve, so the result
+    is the same to the last bit however the arrays were allocated (a threaded ``lstsq`` is not,
+    and one report must not depend on which models were evaluated beside it). A constant
+    prediction (var 0) gets s = 0 and b = mean(gt), the best it can do.
+    """
+    pm, gm = pred.mean(), gt.mean()
+    dp = pred - pm
+    var = float((dp * dp).mean())
+    s = float((dp * (gt - gm)).mean()) / var if var > 0 else 0.0
+    return s, float(gm) - s * float(pm)
+
+
 def depth_metrics(
     pred,
     gt,
@@ -117,9 +133,7 @@ def depth_metrics(
     elif align == "median_sequence":
         scale[:] = _median_scale(pred[valid], gt[valid])
     elif align == "scale_shift":
-        A = torch.stack((pred[valid], torch.ones_like(pred[valid])), dim=1)
-        sol = torch.linalg.lstsq(A, gt[valid][:, None]).solution[:, 0]
-        scale[:], shift = sol[0], sol[1]
+        scale[:], shift = _scale_shift_fit(pred[valid], gt[valid])
     aligned = (pred * scale[:, None, None] + shift).clamp(min_depth, upper)
 
     d, g = aligned[valid], gt[valid]

@@ -298,6 +298,30 @@ def test_depth_alignment_modes():
     assert m_seq.abs_rel_per_frame[1] == pytest.approx(np.mean(np.abs(d1 - gt[1][frame1]) / gt[1][frame1]))
 
 
+def test_depth_scale_shift_on_noisy_depth_matches_numpy_and_ignores_memory_layout():
+    """A noisy affine prediction: (s, b) equal numpy's polyfit; copies at other addresses agree to the bit."""
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(0.5, 8.0, (4, 23, 31))
+    gt[0, :3] = 0.0  # invalid pixels
+    pred = 0.4 * gt + 1.5 + rng.normal(0.0, 0.2, gt.shape)
+    valid = gt > 1e-3
+    m = depth_metrics(pred, gt, align="scale_shift")
+    slope, intercept = np.polyfit(pred[valid], gt[valid], 1)
+    assert (m.scale, m.shift) == pytest.approx((slope, intercept), rel=1e-10)
+    d = np.clip(pred[valid] * slope + intercept, 1e-3, None)
+    assert m.abs_rel == pytest.approx(np.mean(np.abs(d - gt[valid]) / gt[valid]), rel=1e-10)
+    # the same values in a buffer offset by one element (other alignment): the same bits
+    for offset in (1, 3):
+        buf_p, buf_g = np.empty(pred.size + offset), np.empty(gt.size + offset)
+        buf_p[offset:], buf_g[offset:] = pred.ravel(), gt.ravel()
+        moved = depth_metrics(buf_p[offset:].reshape(pred.shape), buf_g[offset:].reshape(gt.shape),
+                              align="scale_shift")
+        assert (moved.scale, moved.shift, moved.abs_rel) == (m.scale, m.shift, m.abs_rel)
+    # a constant prediction: no slope to fit, the best constant is the mean depth
+    flat = depth_metrics(np.full(gt.shape, 2.0), gt, align="scale_shift")
+    assert flat.scale == 0.0 and flat.shift == pytest.approx(gt[valid].mean(), rel=1e-12)
+
+
 def test_depth_cap_and_mask():
     gt = np.array([[[1.0, 2.0, 50.0, 90.0]]])
     pred = np.array([[[1.0, 2.0, 200.0, 1.0]]])
