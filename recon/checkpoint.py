@@ -264,7 +264,8 @@ def check_architecture(cfg: dict[str, Any], source: str, override: Any = None) -
     except ConfigError as e:
         raise CheckpointError(f"{source}: {e}") from e
     for name, a, b in (("window", own.window, other.window),
-                       ("head.pose_slots", own.head.pose_slots, other.head.pose_slots)):
+                       ("head.pose_slots", own.head.pose_slots, other.head.pose_slots),
+                       ("head.long_pose_offsets", own.head.long_pose_offsets, other.head.long_pose_offsets)):
         if a != b:
             raise CheckpointError(
                 f"{source}: the checkpoint was trained with {name} {a}, the requested model config has {b}; "

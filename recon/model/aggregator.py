@@ -16,7 +16,7 @@ from layers.registry import build_memory
 from layers.rope import SpatioTemporalRoPE
 from recon.errors import ConfigError
 from recon.model.blocks import FrameBlock, LocalBlock, MemoryBlock
-from recon.model.config import ModelConfig
+from recon.model.config import ModelConfig, slot_offsets
 from recon.model.embed import FrameEmbedding
 from recon.model.state import KVWindow
 
@@ -35,7 +35,7 @@ class Aggregator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = FrameEmbedding(cfg.dim, cfg.patch_size, cfg.image_size, cfg.num_register_tokens,
-                                    cfg.head.pose_slots * cfg.head.pose_tokens_per_slot,
+                                    len(slot_offsets(cfg.head)) * cfg.head.pose_tokens_per_slot,
                                     cfg.absolute_position)
         head_dim = cfg.dim // cfg.num_heads
         self.rope_space = SpatioTemporalRoPE(head_dim, cfg.rope_theta_space, cfg.rope_theta_time, 0.0)

@@ -44,6 +44,9 @@ ARCHITECTURES = {
        "stacked frame pairs",
 }
 
+# The farthest long pose slot: the pose history the readout keeps grows with it (a 4x4 per frame).
+MAX_LONG_POSE_OFFSET = 256
+
 
 @dataclass
 class MemoryConfig:
@@ -185,7 +188,13 @@ class HeadConfig:
         pose_slots: S, the number of earlier frames (``t - 1 .. t - S``) whose pose relative to the
             current frame is predicted; ``1 <= S <= window - 1``; None = ``window - 1`` (resolved
             when the config is loaded).
-        pose_tokens_per_slot: G, pose tokens per slot (a frame carries ``S * G`` pose tokens).
+        long_pose_offsets: L further slots beyond the window, the frame offsets ``d > S`` (strictly
+            increasing) of earlier frames whose relative pose each frame also predicts; the
+            default ``[]`` has none. No pair flow or local-window key reaches back that far (with
+            ``d > depth * (window - 1)`` not even through stacked local attention), so what a long
+            slot knows of frame ``t - d`` must come through the memory layers; its candidate
+            ``A[t - d] @ R[t, d]`` joins the motion averaging. See :func:`slot_offsets`.
+        pose_tokens_per_slot: G, pose tokens per slot (a frame carries ``(S + L) * G`` pose tokens).
         camera_trunk_depth: transformer blocks of the camera trunk over a frame's pose tokens.
         scale_ema: floor of the metric scale's streaming average weight: the log-scale is the
             running mean of the per-frame readouts for the first ``1 / scale_ema`` frames, then an
@@ -201,6 +210,7 @@ class HeadConfig:
     depth_activation: DepthActivation = "exp"
     camera_hidden: int = 256
     pose_slots: int | None = None
+    long_pose_offsets: list[int] = field(default_factory=list)
     pose_tokens_per_slot: int = 1
     camera_trunk_depth: int = 2
     scale_ema: float = 0.05
@@ -262,10 +272,23 @@ class ModelConfig:
         return d
 
     def signature(self) -> str:
-        """Short hash of everything that shapes the network or its state (not the name)."""
+        """Short hash of everything that shapes the network or its state (not the name).
+
+        An option added after models were exported is left out of the hash while it is off
+        (``head.long_pose_offsets`` empty), so those models keep the signature they were saved with.
+        """
         d = self.to_dict()
         d.pop("name")
+        if not d["head"]["long_pose_offsets"]:
+            d["head"].pop("long_pose_offsets")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def slot_offsets(head: HeadConfig) -> tuple[int, ...]:
+    """The frame offset of every pose slot, in slot order: the window slots ``1 .. S``, then the
+    long slots (``head.long_pose_offsets``). Slot ``k`` of ``window_cam2world[t]`` is frame t in the
+    camera of frame ``t - slot_offsets(head)[k]``."""
+    return (*range(1, head.pose_slots + 1), *head.long_pose_offsets)
 
 
 def validate(cfg: ModelConfig) -> ModelConfig:
@@ -304,6 +327,13 @@ def validate(cfg: ModelConfig) -> ModelConfig:
         raise ConfigError(
             f"model.head.pose_slots {head.pose_slots}: expected 1 .. window - 1 = {cfg.window - 1} "
             f"(a slot is an earlier frame of the local window; window >= 2)")
+    head.long_pose_offsets = [int(d) for d in head.long_pose_offsets]
+    longs = head.long_pose_offsets
+    if any(d <= head.pose_slots or d > MAX_LONG_POSE_OFFSET for d in longs) \
+            or any(b <= a for a, b in zip(longs, longs[1:], strict=False)):
+        raise ConfigError(
+            f"model.head.long_pose_offsets {longs}: expected strictly increasing frame offsets in "
+            f"pose_slots + 1 = {head.pose_slots + 1} .. {MAX_LONG_POSE_OFFSET} (slots beyond the window)")
     if head.pose_tokens_per_slot < 1 or head.camera_trunk_depth < 0:
         raise ConfigError(
             f"model.head: pose_tokens_per_slot ({head.pose_tokens_per_slot}) must be >= 1 and "

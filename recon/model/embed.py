@@ -1,8 +1,9 @@
 """Per-frame tokenisation: ImageNet normalisation, patch embedding, pose/metric/register tokens.
 
-A frame becomes ``N = S * G + 1 + R + h*w`` tokens, in this order: ``S * G`` pose tokens (G per
-window slot ``j = 1 .. S``, slot-major: tokens ``(j - 1) * G .. j * G - 1`` belong to frame
-``t - j``), the metric readout token, R register tokens, then the ``h x w`` patch tokens in
+A frame becomes ``N = P * G + 1 + R + h*w`` tokens, in this order: ``P * G`` pose tokens (G per
+pose slot, slot-major: tokens ``k * G .. (k + 1) * G - 1`` belong to slot k, the frame
+``t - offsets[k]`` of :func:`recon.model.config.slot_offsets`: the window slots ``1 .. S``, then
+any long slots), the metric readout token, R register tokens, then the ``h x w`` patch tokens in
 row-major order (``h = H / patch``, ``w = W / patch``). Every special token is a learned vector,
 the same for every frame. RoPE positions: special tokens sit at (0, 0); patch (i, j) at
 (i + 1, j + 1).
@@ -49,7 +50,7 @@ class FrameEmbedding(nn.Module):
         patch_size: square patch side p in pixels; H and W must be multiples of p.
         image_size: (H, W) of the input frames.
         num_register_tokens: R extra learned tokens per frame (attention sinks).
-        num_pose_tokens: S * G pose tokens per frame.
+        num_pose_tokens: P * G pose tokens per frame (P pose slots).
         absolute_position: add the learned absolute position embedding to the patch tokens.
     """
 

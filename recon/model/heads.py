@@ -5,8 +5,8 @@ Every head works on each frame on its own (no state), so the clip path and the s
 share them unchanged; the stateful part of the readout (scale smoothing, motion averaging) is in
 :mod:`recon.model.readout`.
 
-Token layout per frame (see :mod:`recon.model.embed`): ``[pose tokens (S * G), metric, registers...,
-patches]``.
+Token layout per frame (see :mod:`recon.model.embed`): ``[pose tokens (P * G), metric, registers...,
+patches]``, P pose slots: the S window slots, then any long slots.
 """
 
 from __future__ import annotations
@@ -103,19 +103,20 @@ class DenseHead(nn.Module):
 
 
 class CameraTrunk(nn.Module):
-    """A frame's pose tokens -> its poses relative to the last S frames, and its field of view.
+    """A frame's pose tokens -> its poses relative to P earlier frames, and its field of view.
 
-    The ``S * G`` pose tokens of a frame (slot-major, see :mod:`recon.model.embed`) go through
-    ``depth`` pre-norm transformer blocks among themselves; the G tokens of slot ``j`` are averaged,
-    the pair-motion feature of (frame t, frame t - j) is added, and an MLP reads the pose of the
-    current frame ``t`` in the camera of frame ``t - j``
-    (``inv(cam2world[t - j]) @ cam2world[t]``, OpenCV axes): a translation in the model's unit
+    The ``P * G`` pose tokens of a frame (slot-major, see :mod:`recon.model.embed`) go through
+    ``depth`` pre-norm transformer blocks among themselves; the G tokens of slot k (frame offset
+    ``d = offsets[k]``) are averaged, for the S window slots the pair-motion feature of
+    (frame t, frame t - d) is added (a long slot has no pair flow), and an MLP reads the pose of
+    the current frame ``t`` in the camera of frame ``t - d``
+    (``inv(cam2world[t - d]) @ cam2world[t]``, OpenCV axes): a translation in the model's unit
     scale (the metric readout multiplies it) and a unit quaternion (w x y z, w >= 0) that starts
     near the identity. The mean of all pose tokens gives (fov_h, fov_w) in (0, pi) radians.
 
     Args:
         dim: token width C.
-        slots: S.
+        slots: P, window and long slots together.
         tokens_per_slot: G.
         depth: transformer blocks.
         hidden: MLP hidden width (blocks and readouts).
@@ -142,12 +143,13 @@ class CameraTrunk(nn.Module):
         """Read the window poses.
 
         Args:
-            pose_tokens: [M, S * G, C] (M frames).
-            motion: [M, S, C] pair-motion features of (frame t, frame t - j), added to each slot's
-                pooled pose tokens before the pose MLP (:mod:`recon.model.motion_encoder`).
+            pose_tokens: [M, P * G, C] (M frames).
+            motion: [M, S, C] pair-motion features of (frame t, frame t - j) of the S <= P window
+                slots, added to their pooled pose tokens before the pose MLP
+                (:mod:`recon.model.motion_encoder`).
 
         Returns:
-            (translation [M, S, 3] in unit scale, quaternion wxyz [M, S, 4] unit with w >= 0,
+            (translation [M, P, 3] in unit scale, quaternion wxyz [M, P, 4] unit with w >= 0,
              fov [M, 2] (fov_h, fov_w) radians), float32.
         """
         x = pose_tokens
@@ -155,8 +157,10 @@ class CameraTrunk(nn.Module):
             x = block(x)
         x = self.norm(x)
         M = x.shape[0]
-        per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2) + motion
-        raw = self.pose(per_slot).float()                                       # [M, S, 7]
+        per_slot = x.view(M, self.slots, self.tokens_per_slot, -1).mean(2)
+        S = motion.shape[1]
+        per_slot = torch.cat((per_slot[:, :S] + motion, per_slot[:, S:]), dim=1)
+        raw = self.pose(per_slot).float()                                       # [M, P, 7]
         q = raw[..., 3:] + raw.new_tensor([1.0, 0.0, 0.0, 0.0])
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         q = torch.where(q[..., :1] < 0, -q, q)

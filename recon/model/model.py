@@ -11,7 +11,7 @@ from torch import nn
 from recon.errors import ShapeError
 from recon.geometry import rotmat_to_quat_wxyz, transform_points, unproject_depth
 from recon.model.aggregator import Aggregator
-from recon.model.config import ModelConfig
+from recon.model.config import ModelConfig, slot_offsets
 from recon.model.heads import CameraTrunk, DenseHead, MetricReadout
 from recon.model.inputs import check_intrinsics, check_video
 from recon.model.motion_encoder import PairMotionEncoder, motion_frame_size, motion_frames, motion_pool
@@ -29,8 +29,9 @@ class StreamReconModel(nn.Module):
     metric readout, the window refinement (flow fit, focal and depth-contrast self-calibration) and
     the stateful pose readout (scale smoothing, online motion averaging, revisit corrections).
 
-    Outputs (``forward``; ``step`` returns the same keys without the T axis), float32; S is
-    ``cfg.head.pose_slots``:
+    Outputs (``forward``; ``step`` returns the same keys without the T axis), float32; P is the
+    number of pose slots, ``len(model.slot_offsets)``: the S = ``cfg.head.pose_slots`` window slots,
+    then the ``cfg.head.long_pose_offsets``:
 
     - ``depth`` [B, T, H, W]: z-depth in metres, > 0 (unit-scale depth times ``metric_scale``).
     - ``depth_conf`` [B, T, H, W]: confidence, >= 1.
@@ -39,9 +40,9 @@ class StreamReconModel(nn.Module):
       (:mod:`recon.model.window_refine`).
     - ``cam2world`` [B, T, 4, 4]: camera-to-world, world = the first frame's camera (OpenCV axes);
       frame 0 is the identity; later frames from online motion averaging of the window poses.
-    - ``window_cam2world`` [B, T, S, 4, 4]: slot ``j - 1`` is frame t in the camera of frame
-      ``t - j`` (``inv(cam2world[t - j]) @ cam2world[t]`` for a perfect model), metres; slots of
-      frames before 0 are predicted but unused.
+    - ``window_cam2world`` [B, T, P, 4, 4]: slot k is frame t in the camera of frame ``t - d``,
+      ``d = slot_offsets[k]`` (``inv(cam2world[t - d]) @ cam2world[t]`` for a perfect model),
+      metres; slots of frames before 0 are predicted but unused.
     - ``metric_scale`` [B, T]: the smoothed scale s > 0 of depth and translation (metres per unit).
     - ``world_points`` [B, T, H, W, 3]: ``cam2world * unproject(depth, K)``, metres, world frame.
     - ``pose_enc`` [B, T, 9]: ``cam2world`` as translation (3), quaternion wxyz (4, w >= 0), then
@@ -60,7 +61,8 @@ class StreamReconModel(nn.Module):
         self.dense_head = DenseHead(cfg.dim, head.features, len(head.levels), cfg.patch_size,
                                     self.aggregator.embed.num_special, self.aggregator.embed.grid,
                                     head.depth_activation)
-        self.camera_trunk = CameraTrunk(cfg.dim, head.pose_slots, head.pose_tokens_per_slot,
+        self.slot_offsets = slot_offsets(head)
+        self.camera_trunk = CameraTrunk(cfg.dim, len(self.slot_offsets), head.pose_tokens_per_slot,
                                         head.camera_trunk_depth, head.camera_hidden, cfg.num_heads)
         self.metric_readout = MetricReadout(cfg.dim, head.camera_hidden)
         self.motion_encoder = PairMotionEncoder(cfg.image_size, head.motion_width, cfg.dim)
@@ -79,7 +81,8 @@ class StreamReconModel(nn.Module):
 
     @property
     def pose_slots(self) -> int:
-        """S, the earlier frames of the window each frame predicts its relative pose to."""
+        """S, the earlier frames of the window each frame predicts its relative pose to (the long
+        slots come after them, see :attr:`slot_offsets`)."""
         return self.cfg.head.pose_slots
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> StreamState:
@@ -89,7 +92,7 @@ class StreamReconModel(nn.Module):
         revisit = self.cfg.head.revisit
         poses = empty_pose_history(batch_size, self.pose_slots, device,
                                    (1, *motion_frame_size(self.cfg.image_size)),
-                                   revisit.keyframes if revisit.enabled else 0)
+                                   revisit.keyframes if revisit.enabled else 0, max(self.slot_offsets))
         return StreamState(0, batch_size, windows, memory, poses, self.signature)
 
     def forward(self, video: torch.Tensor, K: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -147,7 +150,7 @@ class StreamReconModel(nn.Module):
             levels, final, windows, memory = self.aggregator(
                 video, state.frame_index, state.windows, state.memory)
         with torch.autocast(video.device.type, enabled=False):
-            embed, S = self.aggregator.embed, self.pose_slots
+            embed, S, P = self.aggregator.embed, self.pose_slots, len(self.slot_offsets)
             dense = slice(None) if dense_frames is None else dense_frames
             images = (video.float() - embed.mean) / embed.std                              # [B, T, 3, H, W]
             unit_depth, conf = self.dense_head([x[:, dense].flatten(0, 1).float() for x in levels],
@@ -155,6 +158,9 @@ class StreamReconModel(nn.Module):
             final = final.float()
             motion, flow, history, current = self._pair_motion(images, state.poses.frames)
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
+            # the geometric refinement works on the S window slots (the pairs with flow)
+            trans, long_trans = trans[:, :S], trans[:, S:]
+            quat, long_quat = quat[:, :S], quat[:, S:]
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
@@ -174,13 +180,14 @@ class StreamReconModel(nn.Module):
                         fit_depth = contrast_depth(unit_depth.detach(), log_contrast.flatten())
                 trans, quat, _ = refine_window_poses(flow, size, fit_depth, K_out.flatten(0, 1), trans, quat,
                                                      pool, settings)
+            trans, quat = torch.cat((trans, long_trans), 1), torch.cat((quat, long_quat), 1)
             revisit_inputs = None
             if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
                 revisit_inputs = RevisitInputs(current, fit_depth.view(B, T, H, W), K_out,
                                                motion_pool(self.cfg.image_size), self.cfg.head.revisit)
             cam2world, scale, window, poses = stream_pose_readout(
-                raw_log_scale, trans.view(B, T, S, 3), quat.view(B, T, S, 4), state.poses,
-                state.frame_index, self.cfg.head.scale_ema, revisit_inputs)
+                raw_log_scale, trans.view(B, T, P, 3), quat.view(B, T, P, 4), state.poses,
+                state.frame_index, self.cfg.head.scale_ema, revisit_inputs, self.slot_offsets)
             depth = unit_depth.view(B, Td, H, W) * scale[:, dense, None, None]
             conf = conf.view(B, Td, H, W)
             points = unproject_depth(depth, K_out[:, dense])                            # [B, Td, H, W, 3]

@@ -175,7 +175,8 @@ def correct_at_revisit(pose: torch.Tensor, bank: KeyframeBank, frame: torch.Tens
         frame: [B, 1, h, w] its grey motion frame; thumbnail: [B, D].
         depth: [B, H, W] its depth in metres; depth_scale: [B] its :func:`median_depth`;
             K: [B, 3, 3].
-        frame_index: its absolute index. window: S, frames whose poses the window fusion used.
+        frame_index: its absolute index. window: the farthest slot offset (S without long
+            slots), frames whose poses the window fusion used.
         pool: model pixels per motion pixel.
         cfg: the settings.
 

@@ -8,9 +8,9 @@ holds everything the model remembers about the past:
   frames for local spatiotemporal attention (fixed size: a sliding window, oldest frame first);
 - ``memory``: one cache per memory layer, in the layer's own dataclass (fixed size for every type
   but ``causal_attention``, whose key/value cache grows by one frame per step);
-- ``poses``: the pose readout's :class:`PoseHistory` (the fixed absolute poses of the last S frames
-  for online motion averaging, the smoothed metric log-scale, the count of fusion fallbacks, and a
-  fixed-size bank of keyframes for pose corrections at revisits);
+- ``poses``: the pose readout's :class:`PoseHistory` (the fixed absolute poses of the last
+  ``max(slot_offsets)`` frames for online motion averaging, the smoothed metric log-scale, the
+  count of fusion fallbacks, and a fixed-size bank of keyframes for pose corrections at revisits);
 - ``signature``: a hash of the model's architecture config, so a state made by another model is
   rejected with :class:`recon.errors.ShapeError` instead of failing deep inside a layer.
 
@@ -75,16 +75,18 @@ class KeyframeBank:
 
 @dataclass
 class PoseHistory:
-    """What the pose readout carries: fixed absolute poses of the last S frames and the scale.
+    """What the pose readout carries: fixed absolute poses of the last D frames and the scale.
 
     Attributes:
-        cam2world: [B, S, 4, 4] float32 camera-to-world (world = the first camera, OpenCV axes) of
-            frames ``frame_index - 1 .. frame_index - S`` (newest first); identity for frames < 0.
+        cam2world: [B, D, 4, 4] float32 camera-to-world (world = the first camera, OpenCV axes) of
+            frames ``frame_index - 1 .. frame_index - D`` (newest first); identity for frames < 0.
+            D is the farthest slot offset (S, the window slots, when there are no long slots).
         log_scale: [B] float32 smoothed metric log-scale after the last frame (0 before frame 0).
         fallbacks: [B] int64, frames whose pose fell back to the previous pose because no
             relative estimate of the window was finite.
         frames: [B, S, 1, h, w] float32 grey motion frames of the pair motion encoder
-            (:func:`recon.model.motion_encoder.motion_frames`), same order; zeros for frames < 0.
+            (:func:`recon.model.motion_encoder.motion_frames`) of the S window slots, newest
+            first; zeros for frames < 0.
         keyframes: the revisit keyframe bank.
         calib_info: [B, 2, 2] float32 the self-calibration's information filter of (log focal
             length in pixels, log depth contrast), :func:`recon.model.window_refine.self_calibrate`

@@ -21,6 +21,7 @@ but pays for doing so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,9 +40,9 @@ class LossConfig:
     Attributes:
         depth: weight of the confidence-weighted normalised depth regression.
         points: weight of the confidence-weighted normalised point-map regression (first-camera frame).
-        camera_translation: weight of the L2 distance of scale-normalised window translations, over
-            every pair (t, t - j) of the window whose older frame is in the clip.
-        camera_rotation: weight of the geodesic angle (radians) of the window rotations.
+        camera_translation: weight of the L2 distance of scale-normalised slot translations, over
+            every pair (t, t - d) of the pose slots (window and long) whose older frame is in the clip.
+        camera_rotation: weight of the geodesic angle (radians) of the slot rotations.
         camera_absolute: weight of the same two errors on the motion-averaged absolute poses
             against the ground truth relative to the clip's first camera (0 = off).
         camera_fov: weight of the L1 on the fields of view (radians).
@@ -146,18 +147,18 @@ def mean_depth(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1.0), torch.ones_like(total)).clamp_min(_EPS)
 
 
-def window_pairs_gt(cam2world: torch.Tensor, previous: torch.Tensor | None, slots: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ground truth of the window poses of a segment.
+def window_pairs_gt(cam2world: torch.Tensor, previous: torch.Tensor | None,
+                    slots: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth of the slot poses of a segment.
 
     Args:
         cam2world: [B, T, 4, 4] the segment's poses (dataset world).
-        previous: [B, P, 4, 4] poses of the P frames just before the segment (oldest first), or None.
-        slots: S.
+        previous: [B, Q, 4, 4] poses of the Q frames just before the segment (oldest first), or None.
+        slots: S (the window slots, offsets ``1 .. S``) or the P slot offsets.
 
     Returns:
-        (rel [B, T, S, 4, 4]: slot ``j - 1`` = ``inv(cam2world[t - j]) @ cam2world[t]``;
-         valid [T, S] bool: frame ``t - j`` exists in the clip).
+        (rel [B, T, P, 4, 4]: slot k = ``inv(cam2world[t - d]) @ cam2world[t]``, ``d = offsets[k]``;
+         valid [T, P] bool: frame ``t - d`` exists in the clip).
     """
     P = 0 if previous is None else previous.shape[1]
     poses = cam2world if previous is None else torch.cat((previous.to(cam2world.dtype), cam2world), 1)
@@ -177,12 +178,13 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
         pred: model outputs: ``depth`` [B, T, H, W] (> 0), ``depth_conf`` [B, T, H, W] (>= 1),
             ``world_points`` [B, T, H, W, 3] (first-camera world) (T' frames and the indices
             ``dense_frames`` [T'] when the model ran its dense head on a subset), ``cam2world`` [B, T, 4, 4]
-            (first-camera world, motion-averaged), ``window_cam2world`` [B, T, S, 4, 4] (frame t
-            in the camera of frame t - j), ``pose_enc`` [B, T, 9] (its last two: fov_h, fov_w).
+            (first-camera world, motion-averaged), ``window_cam2world`` [B, T, P, 4, 4] (frame t
+            in the camera of frame t - d per slot), ``pose_enc`` [B, T, 9] (its last two: fov_h, fov_w).
         batch: ``depth`` [B, T, H, W] metres (0 invalid), ``K`` [B, T, 3, 3] pixels, ``cam2world``
             [B, T, 4, 4] (dataset world), ``dataset`` list[str] of length B; optionally
-            ``previous_cam2world`` [B, P, 4, 4], the poses of the P frames before this segment
-            (oldest first), so window pairs reaching back across a segment boundary are trained.
+            ``previous_cam2world`` [B, Q, 4, 4], the poses of the Q frames before this segment
+            (oldest first), so slot pairs reaching back across a segment boundary are trained, and
+            ``slot_offsets``, the offsets d of the P slots (default ``1 .. P``, window slots only).
         cfg: weights.
         first_cam2world: [B, 4, 4] dataset-world pose of the camera that defines the model's world
             (default: the batch's frame 0). Truncated backprop passes the clip's first pose for
@@ -222,11 +224,11 @@ def reconstruction_loss(pred: dict[str, torch.Tensor], batch: dict, cfg: LossCon
         cfg.conf_alpha)
     terms["gradient"] = depth_gradient_loss(depth_pred_n, depth_gt_n, valid) if cfg.gradient > 0 else zero
 
-    # Window pairs (t, t - j): translations in each side's normalised scale, geodesic rotation.
+    # Slot pairs (t, t - d): translations in each side's normalised scale, geodesic rotation.
     # Clips without enough depth normalise translations by their mean pair distance instead.
     window = pred["window_cam2world"]
     gt_win, pair_valid = window_pairs_gt(batch["cam2world"], batch.get("previous_cam2world"),
-                                         window.shape[2])
+                                         batch.get("slot_offsets", window.shape[2]))
     if pair_valid.any():
         mask = pair_valid.view(1, T, -1).expand(B, -1, -1).to(gt_depth.dtype)           # [B, T, S]
         count = mask.sum((1, 2)).clamp_min(1.0)

@@ -83,8 +83,9 @@ def run_segments(
         loss_fn: ``loss_fn(outputs, segment_batch, first_cam2world)`` -> dict with ``loss`` (scalar);
             ``first_cam2world`` is None for the first segment and the clip's frame-0 pose [B, 4, 4]
             for later ones (the model's world stays the clip's first camera). ``segment_batch``
-            also holds ``previous_cam2world`` [B, P, 4, 4], the poses of the up to S frames before
-            the segment (so window pairs across a segment boundary are trained).
+            also holds ``previous_cam2world`` [B, P, 4, 4], the poses of the up to ``max(offsets)``
+            frames before the segment (so slot pairs across a segment boundary are trained), and
+            ``slot_offsets``, the model's :attr:`slot_offsets`.
         backward: called once per group of K segments on the group's summed loss (e.g.
             ``LightningModule.manual_backward``); None = no backpropagation (evaluation).
         intrinsics: pass the batch's ``K`` to the model instead of letting it predict intrinsics.
@@ -102,14 +103,15 @@ def run_segments(
     B, T = batch["video"].shape[:2]
     bounds = segment_bounds(T, cfg.segment_length)
     state = net.init_state(B, device=batch["video"].device)
-    slots = net.pose_slots
+    reach = max(net.slot_offsets)
     first_pose = batch["cam2world"][:, 0]
     totals: dict[str, torch.Tensor] = {}
     outputs: list[dict[str, torch.Tensor]] = []
     group_loss = None
     for index, (start, stop) in enumerate(bounds):
         seg = slice_frames(batch, start, stop)
-        seg["previous_cam2world"] = batch["cam2world"][:, max(0, start - slots):start]
+        seg["previous_cam2world"] = batch["cam2world"][:, max(0, start - reach):start]
+        seg["slot_offsets"] = net.slot_offsets
         dense = None
         if dense_every > 1:
             dense = torch.arange(-start % dense_every, stop - start, dense_every, device=seg["video"].device)
