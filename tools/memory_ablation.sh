@@ -26,7 +26,10 @@
 # focal self-calibration of session 9, `--no-refine`, like the arms evaluated before it existed; on:
 # as shipped), MAX_FRAMES (default unset: whole sequences; set, every sequence of
 # `eval` stops there and the reports go to eval/<protocol>_max<N>/, which `report` and
-# tools/ablation_stats.py read as their own protocol, e.g. PROTOCOLS=synthetic_drift_max1000).
+# tools/ablation_stats.py read as their own protocol, e.g. PROTOCOLS=synthetic_drift_max1000),
+# TRAIN_ARGS (default empty: further training arguments for every arm of a study under its own ROOT,
+# split on spaces, e.g. TRAIN_ARGS="--model.net.head.long_pose_offsets [16,32]" for the long pose
+# slots of docs/memory_ablation.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -50,6 +53,8 @@ case "${1:-}" in
     arm=$2; seed=${3:-0}; check_seed "$seed"
     out=$(arm_args "$arm") || exit 2
     mapfile -t args <<< "$out"
+    read -r -a extra <<< "${TRAIN_ARGS:-}"
+    args+=("${extra[@]}")
     [[ "$seed" == 0 ]] || args+=(--seed_everything "$seed")
     dir="$ROOT/${arm}_s$seed"
     mkdir -p "$dir"
