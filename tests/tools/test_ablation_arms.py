@@ -91,3 +91,18 @@ def test_recon_train_fit_refuses_bad_memory_options_at_config_time(tmp_path, opt
     errors = [line for line in run.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_recon_train_fit_refuses_long_pose_offsets_inside_the_window(tmp_path):
+    """The long-slot study's TRAIN_ARGS: an offset the window already covers fails at config time."""
+    cmd = [sys.executable, "-m", "recon.cli", "train", "fit",
+           "--config", "configs/train/tiny_synthetic_cpu.yaml",
+           "--trainer.default_root_dir", str(tmp_path / "run"),
+           "--model.net.head.long_pose_offsets", "[7,32]"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and ("model.head.long_pose_offsets [7, 32]: expected strictly increasing frame "
+                                 "offsets in pose_slots + 1 = 8 .. 256") in errors[0], run.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
