@@ -158,9 +158,6 @@ class StreamReconModel(nn.Module):
             final = final.float()
             motion, flow, history, current = self._pair_motion(images, state.poses.frames)
             trans, quat, fov = self.camera_trunk(final[:, :, :embed.num_pose].flatten(0, 1), motion)
-            # the geometric refinement works on the S window slots (the pairs with flow)
-            trans, long_trans = trans[:, :S], trans[:, S:]
-            quat, long_quat = quat[:, :S], quat[:, S:]
             raw_log_scale = self.metric_readout(final[:, :, embed.metric_index].flatten(0, 1)).view(B, T)
             fov = fov.view(B, T, 2)
             K_out = K_in if K_in is not None else fov_to_intrinsics(fov[..., 0], fov[..., 1], H, W)
@@ -172,15 +169,17 @@ class StreamReconModel(nn.Module):
                 pool = motion_pool(self.cfg.image_size)
                 if settings.calibrate and (K_in is None or settings.calibrate_contrast):
                     K_out, log_contrast, *calibration = self_calibrate(
-                        flow, size, unit_depth, K_out, trans, quat, pool, *calibration, state.frame_index,
-                        settings, fit_focal=K_in is None)
+                        flow, size, unit_depth, K_out, trans[:, :S], quat[:, :S], pool, *calibration,
+                        state.frame_index, settings, fit_focal=K_in is None)
                     if K_in is None:
                         fov = torch.stack(intrinsics_to_fov(K_out, H, W), -1)
                     if settings.calibrate_contrast:
                         fit_depth = contrast_depth(unit_depth.detach(), log_contrast.flatten())
-                trans, quat, _ = refine_window_poses(flow, size, fit_depth, K_out.flatten(0, 1), trans, quat,
-                                                     pool, settings)
-            trans, quat = torch.cat((trans, long_trans), 1), torch.cat((quat, long_quat), 1)
+                # the geometric refinement works on the S window slots (the pairs with flow)
+                window_trans, window_quat, _ = refine_window_poses(
+                    flow, size, fit_depth, K_out.flatten(0, 1), trans[:, :S], quat[:, :S], pool, settings)
+                trans = window_trans if P == S else torch.cat((window_trans, trans[:, S:]), 1)
+                quat = window_quat if P == S else torch.cat((window_quat, quat[:, S:]), 1)
             revisit_inputs = None
             if revisit and dense_frames is None and self.cfg.head.revisit.enabled:
                 revisit_inputs = RevisitInputs(current, fit_depth.view(B, T, H, W), K_out,
