@@ -34,8 +34,8 @@ def run_with_grads(fn, q, k, v, g, beta, h0, **kwargs):
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, g, beta, h0)]
     o, s = fn(*leaves[:5], initial_state=leaves[5], output_final_state=True, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    loss = (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
-    loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)).sum()
+    loss = (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum()
+    loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s)).sum()
     return [o.detach(), s.detach()] + list(torch.autograd.grad(loss, leaves))
 
 

@@ -46,8 +46,8 @@ def run_with_grads(fn, q, k, v, g, h0, **kwargs):
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, g, h0)]
     o, s = fn(*leaves[:4], initial_state=leaves[4], output_final_state=True, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    w_o = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
-    w_s = torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)
+    w_o = torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)
+    w_s = torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s)
     loss = (o * w_o).sum() + (s * w_s).sum()
     inputs = [t for t in leaves if t is not None]
     grads = list(torch.autograd.grad(loss, inputs))
