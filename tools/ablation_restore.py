@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from recon.eval.report import REPORT_FORMAT, check_report
+from recon.eval.report import REPORT_FORMAT, check_report, report_json
 
 
 def split_merged(report: dict, where: str) -> list[tuple[Path, dict]]:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {out} (already there)")
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(single, indent=1))
+        out.write_text(report_json(single))
         print(f"wrote {out}")
     return 0
 

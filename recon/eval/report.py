@@ -4,6 +4,9 @@ Written to an output folder:
 
 - ``report.json``: everything (protocol, settings, per model: summary rows per length, drift
   rates, timing, and every sequence's prefix metrics and per-frame curves); NaN is written as null.
+  Lists of numbers (the per-frame curves, memory norms) are written on one line with
+  ``CURVE_DIGITS`` significant digits (:func:`report_json`), which keeps a 3 x 10,000-frame report
+  of several models to a few MB; every other number keeps its full precision.
 - ``report.md``: Markdown tables: error vs sequence length, drift, per sequence.
 - ``error_vs_length.png``: ATE RMSE and AbsRel against the prefix length, one line per model.
 - ``per_frame_error.png``: the per-frame drift curves (alignment on the first n frames), mean over
@@ -38,6 +41,8 @@ from recon.eval.drift import SequenceEvaluation
 from recon.eval.protocols import FULL, Protocol
 
 REPORT_FORMAT = "streamrecon-eval-report/1"
+# Significant digits of the numbers in lists (per-frame curves, memory norms) in report.json.
+CURVE_DIGITS = 6
 JSON_NAME, MARKDOWN_NAME = "report.json", "report.md"
 LENGTH_PLOT, CURVE_PLOT = "error_vs_length.png", "per_frame_error.png"
 
@@ -376,7 +381,7 @@ def write_report_dict(out_dir: str | Path, report: dict) -> dict[str, Path]:
     try:
         plots = [p.name for p in plot_report(report, tmp)]
         (tmp / MARKDOWN_NAME).write_text(markdown_report(report))
-        (tmp / JSON_NAME).write_text(json.dumps(report, indent=1, allow_nan=False))
+        (tmp / JSON_NAME).write_text(report_json(report))
         out_dir.mkdir(exist_ok=True)
         for name in (*plots, MARKDOWN_NAME, JSON_NAME):
             os.replace(tmp / name, out_dir / name)
@@ -384,6 +389,38 @@ def write_report_dict(out_dir: str | Path, report: dict) -> dict[str, Path]:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"json": out_dir / JSON_NAME, "markdown": out_dir / MARKDOWN_NAME,
             "length_plot": out_dir / plots[0], "curve_plot": out_dir / plots[1]}
+
+
+def report_json(report: dict) -> str:
+    """report.json's text: indented one level per nesting, lists of numbers on one line.
+
+    Dicts and lists that hold containers are indented like ``json.dumps(indent=1)``; a list whose
+    items are all numbers or null is written on one line, its floats with ``CURVE_DIGITS``
+    significant digits (writing again reads back the same text). Raises ValueError on NaN / inf,
+    like ``json.dumps(allow_nan=False)`` (:func:`build_report` turns them into null first).
+    """
+    return _dumps(report, 0)
+
+
+def _is_number(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _dumps(value, level: int) -> str:
+    if isinstance(value, dict):
+        items = [f"{json.dumps(str(k))}: {_dumps(v, level + 1)}" for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        if all(_is_number(x) for x in value):
+            return "[" + ", ".join(json.dumps(float(f"{x:.{CURVE_DIGITS}g}") if isinstance(x, float) else x,
+                                              allow_nan=False) for x in value) + "]"
+        items = [_dumps(v, level + 1) for v in value]
+    else:
+        return json.dumps(value, allow_nan=False)
+    if not items:
+        return "{}" if isinstance(value, dict) else "[]"
+    pad, inner = " " * level, " " * (level + 1)
+    brackets = "{}" if isinstance(value, dict) else "[]"
+    return brackets[0] + "\n" + ",\n".join(inner + item for item in items) + "\n" + pad + brackets[1]
 
 
 # Leaves of a report's model entries that are text; every other leaf is a finite number or null.

@@ -17,6 +17,7 @@ from recon.eval.report import (
     drift_summary,
     markdown_report,
     merge_reports,
+    report_json,
     summarize,
     write_report,
     write_report_dict,
@@ -129,6 +130,29 @@ def test_report_files_exist_and_parse(tmp_path):
         image = cv2.imread(str(png))
         assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
         assert mpimg.imread(png).ndim == 3
+
+
+def test_report_json_rounds_only_number_lists_and_is_a_fixed_point():
+    rng = np.random.default_rng(3)
+    curve = (rng.standard_normal(10_000) * 10.0 ** rng.integers(-6, 4, 10_000)).tolist()
+    report = {"name": "gla", "checkpoint": None, "score": 0.12345678901234567, "flag": True, "empty": [],
+              "nested": {"curve": curve, "mixed": [{"k": 1.0000001234567}, [1, None, 2.5]], "none": {}},
+              "ints": [1, 2, 3], "bools": [True, False]}
+    text = report_json(report)
+    back = json.loads(text)
+    assert back["score"] == report["score"] and back["flag"] is True  # scalars keep full precision
+    assert back["nested"]["mixed"][0]["k"] == 1.0000001234567
+    assert back["nested"]["mixed"][1] == [1, None, 2.5] and back["ints"] == [1, 2, 3]
+    assert back["bools"] == [True, False] and back["empty"] == [] and back["nested"]["none"] == {}
+    # 6 significant digits: relative error at most half a unit in the 6th digit
+    np.testing.assert_allclose(back["nested"]["curve"], curve, rtol=5e-6, atol=0)
+    assert max(abs(b - a) / abs(a) for a, b in zip(curve, back["nested"]["curve"], strict=True)) > 1e-8
+    assert report_json(back) == text  # writing what was read gives the same text
+    assert len(text) < 14 * len(curve)  # vs about 28 bytes a number with json.dumps(indent=1)
+    assert text.count("\n") < 40  # the 10,000-number list is one line
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            report_json({"curve": [0.0, bad]})
 
 
 def test_nan_metrics_are_null_in_json_and_dashes_in_markdown(tmp_path):
