@@ -408,19 +408,18 @@ def _is_number(x) -> bool:
 
 def _dumps(value, level: int) -> str:
     if isinstance(value, dict):
-        items = [f"{json.dumps(str(k))}: {_dumps(v, level + 1)}" for k, v in value.items()]
+        brackets, items = "{}", [f"{json.dumps(str(k))}: {_dumps(v, level + 1)}" for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
         if all(_is_number(x) for x in value):
             return "[" + ", ".join(json.dumps(float(f"{x:.{CURVE_DIGITS}g}") if isinstance(x, float) else x,
                                               allow_nan=False) for x in value) + "]"
-        items = [_dumps(v, level + 1) for v in value]
+        brackets, items = "[]", [_dumps(v, level + 1) for v in value]
     else:
         return json.dumps(value, allow_nan=False)
     if not items:
-        return "{}" if isinstance(value, dict) else "[]"
-    pad, inner = " " * level, " " * (level + 1)
-    brackets = "{}" if isinstance(value, dict) else "[]"
-    return brackets[0] + "\n" + ",\n".join(inner + item for item in items) + "\n" + pad + brackets[1]
+        return brackets
+    inner = " " * (level + 1)
+    return brackets[0] + "\n" + ",\n".join(inner + item for item in items) + "\n" + " " * level + brackets[1]
 
 
 # Leaves of a report's model entries that are text; every other leaf is a finite number or null.
